@@ -1,0 +1,228 @@
+"""The ``zhaopian`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zhaopian.modules.visual.encoders.base import EncoderConfig
+from zhaopian.search.errors import ZhaopianError
+from zhaopian.search.library import LibraryConfig
+from zhaopian.search.stores.vectors import VectorStoreConfig
+
+from .service import DEFAULT_LIBRARY, Result, Service
+from .settings import Settings
+
+app = typer.Typer(help="zhaopian (找片): find the exact clip in your videos by what you remember.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+library_app = typer.Typer(help="Create, list and delete search libraries.", no_args_is_help=True)
+media_app = typer.Typer(help="List, show, update and delete indexed media.", no_args_is_help=True)
+app.add_typer(library_app, name="library")
+app.add_typer(media_app, name="media")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+LibraryOpt = Annotated[str, typer.Option("--library", "-l", help="Library to use.")]
+TenantOpt = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (default: ZHAOPIAN_TENANT or 'default').")]
+
+
+def _service() -> Service:
+    return Service(Settings())
+
+
+def fail(exc: ZhaopianError) -> None:
+    err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+def run(fn):
+    """Run a command body; product errors become one line on stderr and exit code 1."""
+    try:
+        return fn()
+    except ZhaopianError as exc:
+        fail(exc)
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m):02d}:{s:05.2f}"
+
+
+def print_results(results: list[Result], as_json: bool, heading: str | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps({"results": [r.model_dump() for r in results]}, ensure_ascii=False))
+        return
+    table = Table(title=heading, title_justify="left", show_lines=False)
+    for col in ("#", "video", "start", "end", "score", "routes"):
+        table.add_column(col, no_wrap=col != "video")
+    for i, r in enumerate(results, 1):
+        table.add_row(str(i), r.video, fmt_time(r.start), fmt_time(r.end), f"{r.score:.4f}",
+                      ", ".join(f"{k} {v:.3f}" for k, v in r.routes.items()))
+    if not results:
+        out.print(f"{heading + ': ' if heading else ''}no results")
+    else:
+        out.print(table)
+
+
+# -- library -------------------------------------------------------------------------------------
+@library_app.command("create")
+def library_create(
+    name: str,
+    encoder: Annotated[Optional[str], typer.Option(help="Visual encoder, e.g. 'bundled' or "
+                                                 "'chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16'.")] = None,
+    modules: Annotated[str, typer.Option(help="Comma-separated modules to run.")] = "visual",
+    index: Annotated[str, typer.Option(help="Vector index: auto, flat, sq8 or ivf-sq8.")] = "auto",
+    fps: Annotated[float, typer.Option(help="Frames sampled per second of video.")] = 1.0,
+    tenant: TenantOpt = None,
+) -> None:
+    """Create a library with its own index configuration."""
+
+    def body():
+        svc = _service()
+        spec = encoder or svc.settings.encoder
+        module_opts = {m.strip(): {} for m in modules.split(",") if m.strip()}
+        if "visual" in module_opts:
+            module_opts["visual"] = {"encoder": EncoderConfig.parse_spec(spec).model_dump(mode="json")}
+        config = LibraryConfig.parse({"modules": module_opts, "sample_fps": fps,
+                                      "vector_store": VectorStoreConfig(index=index).model_dump()})
+        record = svc.create_library(name, config, tenant)
+        out.print(f"created library {record.name!r} (tenant {record.tenant!r}, encoder {spec})")
+
+    run(body)
+
+
+@library_app.command("list")
+def library_list(tenant: TenantOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the tenant's libraries."""
+
+    def body():
+        records = _service().libraries(tenant)
+        if as_json:
+            out.print_json(json.dumps([{"name": r.name, "tenant": r.tenant, "config": r.config} for r in records]))
+            return
+        table = Table("library", "modules", "encoder")
+        for r in records:
+            visual = r.config.get("modules", {}).get("visual", {})
+            table.add_row(r.name, ", ".join(r.config.get("modules", {})), visual.get("encoder", {}).get("backend", "-"))
+        out.print(table)
+
+    run(body)
+
+
+@library_app.command("delete")
+def library_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+                   tenant: TenantOpt = None) -> None:
+    """Delete a library and everything indexed in it (the media files stay)."""
+    if not yes and not typer.confirm(f"Delete library {name!r} and its indexes?"):
+        raise typer.Exit(1)
+    run(lambda: (_service().delete_library(name, tenant), out.print(f"deleted library {name!r}")))
+
+
+# -- index ---------------------------------------------------------------------------------------
+@app.command("index")
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Video or image files, or folders to scan.")],
+    library: LibraryOpt = DEFAULT_LIBRARY,
+    tenant: TenantOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index media into a library. Files that fail are reported; the rest still index."""
+
+    def body():
+        svc = _service()
+        from zhaopian.indexer.ingest import expand
+
+        files = list(expand(paths))
+        columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"))
+        with Progress(*columns, console=err, disable=quiet or not err.is_terminal and not sys.stderr.isatty(),
+                      transient=True) as bar:
+            task = bar.add_task("", total=len(files))
+
+            def progress(path: str, result) -> None:
+                if result is None:
+                    bar.update(task, description=Path(path).name)
+                else:
+                    bar.advance(task)
+
+            results = svc.index(files, library, tenant, progress)
+        failed = 0
+        for r in results:
+            if r.status == "failed":
+                failed += 1
+                err.print(f"error[{r.code}]: {r.message}", markup=False, highlight=False)
+            else:
+                extra = f", {r.frames} frames -> {r.units} clips" if r.status != "duplicate" else f" ({r.message})"
+                out.print(f"{r.status}: {r.path}{extra}", markup=False, highlight=False)
+        out.print(f"{len(results) - failed} of {len(results)} files ok", highlight=False)
+        if failed:
+            raise typer.Exit(1)
+
+    run(body)
+
+
+# -- search --------------------------------------------------------------------------------------
+@app.command("search")
+def search_cmd(
+    text: Annotated[Optional[str], typer.Argument(help="What you remember, in Chinese or English.")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Search by an image file.")] = None,
+    library: LibraryOpt = DEFAULT_LIBRARY,
+    tenant: TenantOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many segments.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: {\"results\": [...]}.")] = False,
+) -> None:
+    """Search a library by text or by image; prints segments (video, start, end, score)."""
+    run(lambda: print_results(_service().search(text, image, library, tenant, top_k), as_json))
+
+
+# -- media ---------------------------------------------------------------------------------------
+@media_app.command("list")
+def media_list(library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None,
+               offset: int = 0, limit: int = 100, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List indexed media."""
+
+    def body():
+        records = _service().media(library, tenant, offset, limit)
+        if as_json:
+            out.print_json(json.dumps([r.as_dict() for r in records], ensure_ascii=False))
+            return
+        table = Table("id", "kind", "duration", "title", "path")
+        for r in records:
+            table.add_row(str(r.id), r.kind, fmt_time(r.duration), r.title, r.path)
+        out.print(table)
+
+    run(body)
+
+
+@media_app.command("show")
+def media_show(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None) -> None:
+    """Show one medium as JSON."""
+    run(lambda: out.print_json(json.dumps(_service().medium(media_id, library, tenant).as_dict(), ensure_ascii=False)))
+
+
+@media_app.command("update")
+def media_update(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None,
+                 title: Optional[str] = None, description: Optional[str] = None,
+                 tags: Annotated[Optional[str], typer.Option(help="Comma-separated tags.")] = None) -> None:
+    """Update a medium's title, description or tags."""
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None
+    run(lambda: out.print_json(json.dumps(_service().update_medium(
+        media_id, library, tenant, title=title, description=description, tags=tag_list).as_dict(), ensure_ascii=False)))
+
+
+@media_app.command("delete")
+def media_delete(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None) -> None:
+    """Delete a medium from the library: its vectors and text go too (the file stays)."""
+    run(lambda: (_service().delete_medium(media_id, library, tenant), out.print(f"deleted medium {media_id}")))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,160 @@
+"""The product's operations in one place, used by the CLI and the HTTP API.
+
+It wires settings -> catalog -> libraries (modules, stores) -> ingestion and search.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel
+
+from zhaopian.indexer.decode import open_image
+from zhaopian.indexer.ingest import IngestResult, Ingestor, ProgressFn, expand
+from zhaopian.modules.manager import ModuleManager
+from zhaopian.modules.visual.encoders.base import EncoderConfig
+from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
+from zhaopian.search.engine import SearchReport, search
+from zhaopian.search.errors import MediaError, NotFound
+from zhaopian.search.library import Library, LibraryConfig
+from zhaopian.search.types import Query
+
+from .settings import Settings
+
+DEFAULT_LIBRARY = "default"
+
+
+class Result(BaseModel):
+    """One search result as users see it."""
+
+    video: str
+    media_id: int
+    kind: str
+    title: str
+    start: float
+    end: float
+    score: float
+    thumbnail_time: float
+    routes: dict[str, float]
+
+
+class Service:
+    def __init__(self, settings: Settings | None = None, manager: ModuleManager | None = None) -> None:
+        self.settings = settings or Settings()
+        self.manager = manager or ModuleManager()
+        self.catalog = Catalog(self.settings.data_dir)
+        self._libraries: dict[tuple[str, str], Library] = {}
+        self._lock = threading.Lock()
+        if self.settings.threads:
+            import torch
+
+            torch.set_num_threads(self.settings.threads)
+
+    def close(self) -> None:
+        for library in self._libraries.values():
+            library.close()
+        self._libraries.clear()
+        self.catalog.close()
+
+    # libraries -------------------------------------------------------------------------------
+    def default_config(self) -> LibraryConfig:
+        return LibraryConfig(modules={"visual": {"encoder": _encoder_dict(self.settings.encoder)}})
+
+    def create_library(self, name: str, config: LibraryConfig | dict[str, Any] | None = None,
+                       tenant: str | None = None) -> LibraryRecord:
+        config = config if config is not None else self.default_config()
+        if isinstance(config, dict):
+            config = LibraryConfig.parse(config)
+        for module_name, options in config.modules.items():
+            self.manager.validate(module_name, options)  # refuse a bad config before anything is stored
+        return self.catalog.create_library(tenant or self.settings.tenant, name, config.model_dump(mode="json"))
+
+    def libraries(self, tenant: str | None = None) -> list[LibraryRecord]:
+        return self.catalog.libraries(tenant or self.settings.tenant)
+
+    def delete_library(self, name: str, tenant: str | None = None) -> None:
+        tenant = tenant or self.settings.tenant
+        record = self.catalog.library(tenant, name)
+        with self._lock:
+            if (lib := self._libraries.pop((tenant, name), None)) is not None:
+                lib.close()
+        self.catalog.delete_library(tenant, name)
+        shutil.rmtree(self.catalog.library_dir(record), ignore_errors=True)
+
+    def library(self, name: str = DEFAULT_LIBRARY, tenant: str | None = None, create: bool = False) -> Library:
+        tenant = tenant or self.settings.tenant
+        with self._lock:
+            key = (tenant, name)
+            if key not in self._libraries:
+                try:
+                    record = self.catalog.library(tenant, name)
+                except NotFound:
+                    if not (create and name == DEFAULT_LIBRARY):
+                        raise
+                    record = self.create_library(name, tenant=tenant)
+                self._libraries[key] = Library(record, self.catalog.library_dir(record), self.manager)
+            return self._libraries[key]
+
+    # media -----------------------------------------------------------------------------------
+    def index(self, paths: Iterable[Path | str], library: str = DEFAULT_LIBRARY, tenant: str | None = None,
+              progress: ProgressFn | None = None) -> list[IngestResult]:
+        lib = self.library(library, tenant, create=True)
+        ingestor = Ingestor(lib, self.settings.media_roots)
+        return ingestor.add(list(expand(Path(p) for p in paths)), progress)
+
+    def media(self, library: str = DEFAULT_LIBRARY, tenant: str | None = None, offset: int = 0,
+              limit: int = 100) -> list[MediaRecord]:
+        return self.library(library, tenant).media.list(offset, limit)
+
+    def medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None) -> MediaRecord:
+        return self.library(library, tenant).media.get(media_id)
+
+    def update_medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None,
+                      **fields: Any) -> MediaRecord:
+        return self.library(library, tenant).media.update(media_id, **fields)
+
+    def delete_medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None) -> None:
+        lib = self.library(library, tenant)
+        lib.media.get(media_id)  # NotFound for an unknown id
+        lib.delete_media([media_id])
+
+    # search ----------------------------------------------------------------------------------
+    def search(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
+               library: str = DEFAULT_LIBRARY, tenant: str | None = None, top_k: int = 10) -> list[Result]:
+        return self.search_report(text, image, library, tenant, top_k)[0]
+
+    def search_report(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
+                      library: str = DEFAULT_LIBRARY, tenant: str | None = None,
+                      top_k: int = 10) -> tuple[list[Result], SearchReport]:
+        lib = self.library(library, tenant)
+        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k))
+        results = []
+        for seg in report.segments:
+            try:
+                record = lib.media.get(seg.media_id)
+            except NotFound:  # deleted between recall and now
+                continue
+            results.append(Result(video=record.path, media_id=record.id, kind=record.kind, title=record.title,
+                                  start=round(seg.start, 3), end=round(seg.end, 3), score=round(seg.score, 6),
+                                  thumbnail_time=round(seg.thumbnail_time, 3), routes=seg.routes))
+        return results, report
+
+
+def _encoder_dict(spec: str) -> dict[str, Any]:
+    return EncoderConfig.parse_spec(spec).model_dump(mode="json")
+
+
+def _load_query_image(image: Path | str | bytes | Image.Image | None) -> Image.Image | None:
+    if image is None or isinstance(image, Image.Image):
+        return image
+    if isinstance(image, bytes):
+        if not image:
+            raise MediaError("query image is empty (0 bytes)")
+        return open_image(io.BytesIO(image), name="query image")
+    return open_image(Path(image))

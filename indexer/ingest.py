@@ -1,0 +1,220 @@
+"""Ingestion: file -> checks -> content hash -> decode -> modules.extract -> modules.write -> flush.
+
+A batch keeps going when one file fails: the failure is reported for that
+file and nothing already indexed is touched. Media become visible to search
+only when their module stores have been flushed to disk (``ready``); a crash
+before that leaves them ``indexing``, and the library removes them on its
+next open (``Library.recover``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from zhaopian.search.errors import MediaError, PathOutsideRoot, ZhaopianError
+from zhaopian.search.library import Library
+from zhaopian.search.types import Frame, MediaInfo
+
+from . import decode
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
+                  ".wmv", ".3gp", ".ogv"}
+MEDIA_SUFFIXES = VIDEO_SUFFIXES | decode.IMAGE_SUFFIXES
+
+
+@dataclass
+class IngestResult:
+    path: str
+    status: Literal["indexed", "duplicate", "replaced", "failed"]
+    media_id: int | None = None
+    message: str = ""
+    code: str = ""
+    frames: int = 0
+    units: int = 0
+    duration: float = 0.0
+
+
+@dataclass
+class IngestStats:
+    """Seconds spent per stage and amounts processed: the benchmark reads these."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    frames: int = 0
+    media_seconds: float = 0.0
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+
+def resolve_under(path: Path, roots: list[Path]) -> Path:
+    """The real path of ``path`` (symlinks resolved) if it lies inside one of ``roots``."""
+    real = Path(path).expanduser().resolve()
+    for root in roots:
+        if real.is_relative_to(Path(root).expanduser().resolve()):
+            return real
+    raise PathOutsideRoot(f"{path}: outside the media root ({', '.join(str(r) for r in roots)}); "
+                          f"set ZHAOPIAN_MEDIA_ROOT to a folder that contains it")
+
+
+def expand(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named directly, and media files (by extension) inside named folders, sorted."""
+    for path in paths:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+        else:
+            yield path
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prefetch(iterator: Iterator[list[Frame]], depth: int = 2) -> Iterator[list[Frame]]:
+    """Run the decoder in a background thread so decoding overlaps extraction."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def run() -> None:
+        try:
+            for item in iterator:
+                q.put(item)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def chunks(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+ProgressFn = Callable[[str, IngestResult | None], None]
+
+
+class Ingestor:
+    """Adds media to one library."""
+
+    def __init__(self, library: Library, media_roots: list[Path], *, chunk_size: int = 32, flush_every: int = 16,
+                 decode_threads: int = 0) -> None:
+        self.library = library
+        self.media_roots = media_roots
+        self.chunk_size = chunk_size
+        self.flush_every = flush_every
+        self.decode_threads = decode_threads
+        self.stats = IngestStats()
+        self._pending: list[int] = []
+        self._replaced: list[int] = []
+
+    def add(self, paths: Iterable[Path], progress: ProgressFn | None = None) -> list[IngestResult]:
+        results = []
+        with self.library.write_lock():
+            for path in paths:
+                if progress:
+                    progress(str(path), None)
+                result = self._add_one(Path(path))
+                results.append(result)
+                if progress:
+                    progress(str(path), result)
+                if len(self._pending) >= self.flush_every:
+                    self.flush()
+            self.flush()
+        return results
+
+    def _add_one(self, path: Path) -> IngestResult:
+        try:
+            return self._index(path)
+        except ZhaopianError as exc:
+            return IngestResult(str(path), "failed", message=exc.message, code=exc.code)
+        except OSError as exc:
+            return IngestResult(str(path), "failed", message=f"{path}: {exc.strerror or exc}", code="io_error")
+
+    def _index(self, path: Path) -> IngestResult:
+        media = self.library.media
+        t0 = time.perf_counter()
+        real = resolve_under(path, self.media_roots)
+        if not real.is_file():
+            raise MediaError(f"{path}: no such file")
+        digest = sha256_file(real)
+        self.stats.add("hash", time.perf_counter() - t0)
+        if (same := media.find(sha256=digest)) is not None:
+            return IngestResult(str(real), "duplicate", same.id, f"already indexed as medium {same.id}")
+        previous = media.find(path=str(real))
+
+        probe = decode.probe(real)
+        media_id = media.add_media(path=str(real), kind=probe.kind, sha256=digest, size=real.stat().st_size,
+                                   duration=probe.duration, width=probe.width, height=probe.height, title=real.stem)
+        step = 1.0 / self.library.config.sample_fps
+        info = MediaInfo(media_id, real, probe.kind, probe.duration, probe.width, probe.height, step)
+        modules = self.library.modules
+        try:
+            features: dict[str, list] = {name: [] for name in modules}
+            frames = 0
+            t_decode = time.perf_counter()
+            stream = prefetch(chunks(decode.iter_frames(real, self.library.config.sample_fps,
+                                                        threads=self.decode_threads), self.chunk_size))
+            for chunk in stream:
+                t_got = time.perf_counter()
+                self.stats.add("decode_wait", t_got - t_decode)
+                frames += len(chunk)
+                for name, module in modules.items():
+                    t = time.perf_counter()
+                    features[name].append(module.extract(info, chunk))
+                    self.stats.add(f"extract.{name}", time.perf_counter() - t)
+                t_decode = time.perf_counter()
+            units = 0
+            for name, module in modules.items():
+                t = time.perf_counter()
+                units += module.write(info, features[name])
+                self.stats.add(f"write.{name}", time.perf_counter() - t)
+        except BaseException:
+            for module in modules.values():
+                module.remove([media_id])
+            media.purge([media_id])
+            raise
+        self.stats.frames += frames
+        self.stats.media_seconds += probe.duration
+        self._pending.append(media_id)
+        if previous is not None:
+            self._replaced.append(previous.id)
+        status = "replaced" if previous is not None else "indexed"
+        return IngestResult(str(real), status, media_id, frames=frames, units=units, duration=probe.duration)
+
+    def flush(self) -> None:
+        """Persist module stores, then make the pending media visible (and drop what they replaced)."""
+        if not self._pending and not self._replaced:
+            return
+        t = time.perf_counter()
+        for module in self.library.modules.values():
+            module.flush()
+        self.library.media.set_status(self._pending, "ready")
+        if self._replaced:
+            self.library.media.set_status(self._replaced, "deleting")
+            self.library.recover()
+        self.stats.add("flush", time.perf_counter() - t)
+        self._pending.clear()
+        self._replaced.clear()

@@ -1,0 +1,90 @@
+"""The contract between the core and a module.
+
+A module is a plug-in that owns one kind of content signal (visual
+embeddings, on-screen text, speech, ...). It has three hooks the core calls:
+
+* ``extract``   — media → features (called once per chunk of decoded frames);
+* ``rewrite``   — the user's query → this module's query, or ``None`` when the
+  module has nothing to contribute (an image query for a speech module);
+* ``aggregate`` — this module's recalled hits → scored, time-stamped segments.
+
+Between them sit the storage operations (``write``, ``remove``, ``flush``) and
+``recall``, which the module implements over the store it owns. A module
+registers itself under the entry-point group ``zhaopian.modules``::
+
+    [project.entry-points."zhaopian.modules"]
+    visual = "zhaopian.modules.visual:VisualModule"
+
+and declares its options as a pydantic model in ``Config`` so a library's
+configuration is validated when the library is created, not at first use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from zhaopian.search.catalog import MediaCatalog
+from zhaopian.search.stores.vectors import VectorStoreConfig
+from zhaopian.search.types import Frame, Hit, MediaInfo, Query, Segment
+
+__all__ = ["Module", "ModuleConfig", "ModuleContext", "Query"]
+
+
+class ModuleConfig(BaseModel):
+    """Base of every module's options; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModuleContext:
+    """What the core gives a module: where to keep its files and the library's catalog."""
+
+    library_dir: Path
+    media: MediaCatalog
+    vector_store: VectorStoreConfig
+
+
+class Module(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[ModuleConfig]] = ModuleConfig
+
+    def __init__(self, config: ModuleConfig, context: ModuleContext) -> None:
+        self.config = config
+        self.context = context
+
+    # ingestion ------------------------------------------------------------------------------
+    @abstractmethod
+    def extract(self, media: MediaInfo, frames: Sequence[Frame]) -> Any:
+        """Features of one chunk of frames (the chunks of a medium arrive in time order)."""
+
+    @abstractmethod
+    def write(self, media: MediaInfo, features: list[Any]) -> int:
+        """Store a medium's features (all its chunks); returns how many units were stored."""
+
+    @abstractmethod
+    def remove(self, media_ids: list[int]) -> None:
+        """Forget everything stored for these media."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Persist the module's stores crash-safely."""
+
+    # search ---------------------------------------------------------------------------------
+    @abstractmethod
+    def rewrite(self, query: Query) -> Any | None:
+        """This module's form of the query, or None when the module does not apply."""
+
+    @abstractmethod
+    def recall(self, module_query: Any, k: int) -> list[Hit]:
+        """Up to k raw hits from this module's store."""
+
+    @abstractmethod
+    def aggregate(self, hits: list[Hit], module_query: Any) -> list[Segment]:
+        """Turn hits into scored segments of media."""

@@ -1,0 +1,3 @@
+from .module import VisualConfig, VisualModule
+
+__all__ = ["VisualConfig", "VisualModule"]

@@ -1,0 +1,319 @@
+"""The catalog, in SQLite: tenants and their libraries (global), media and units (per library).
+
+Layout under the data directory::
+
+    catalog.sqlite                  tenants, libraries (+ each library's index config)
+    libraries/<library id>/
+        media.sqlite                media and units of this library only
+        <module>.<space>.faiss      vector stores written by modules
+
+Keeping each library's data in its own folder means libraries never mix and
+deleting one is removing its folder. Every write is one SQLite transaction.
+
+A *unit* is the smallest indexed span a module stores (a clip of similar
+frames, later an OCR line or an ASR sentence): its integer id is the id the
+module uses in its own store. A medium goes ``indexing`` -> ``ready`` ->
+(``deleting`` -> gone); only ``ready`` media are ever returned by search.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import AlreadyExists, ConfigError, NotFound
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise ConfigError(f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
+    return name
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@dataclass(frozen=True)
+class LibraryRecord:
+    id: int
+    tenant: str
+    name: str
+    config: dict[str, Any]
+    created: float
+
+
+class Catalog:
+    """Tenants and libraries."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS tenants (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS libraries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        created REAL NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.conn = _connect(self.data_dir / "catalog.sqlite")
+        self.conn.executescript(self.SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # tenants
+    def ensure_tenant(self, name: str) -> int:
+        check_name("tenant", name)
+        with transaction(self.conn):
+            self.conn.execute("INSERT OR IGNORE INTO tenants(name, created) VALUES (?, ?)", (name, time.time()))
+            return self.conn.execute("SELECT id FROM tenants WHERE name=?", (name,)).fetchone()["id"]
+
+    def tenants(self) -> list[str]:
+        return [r["name"] for r in self.conn.execute("SELECT name FROM tenants ORDER BY name")]
+
+    # libraries
+    def create_library(self, tenant: str, name: str, config: dict[str, Any]) -> LibraryRecord:
+        check_name("library", name)
+        tenant_id = self.ensure_tenant(tenant)
+        try:
+            with transaction(self.conn):
+                self.conn.execute(
+                    "INSERT INTO libraries(tenant_id, name, config, created) VALUES (?, ?, ?, ?)",
+                    (tenant_id, name, json.dumps(config, ensure_ascii=False), time.time()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"library {name!r} already exists") from exc
+        return self.library(tenant, name)
+
+    def library(self, tenant: str, name: str) -> LibraryRecord:
+        row = self.conn.execute(
+            "SELECT l.*, t.name AS tenant FROM libraries l JOIN tenants t ON t.id = l.tenant_id "
+            "WHERE t.name=? AND l.name=?",
+            (tenant, name),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"unknown library {name!r}; create it with: zhaopian library create {name}")
+        return self._record(row)
+
+    def libraries(self, tenant: str) -> list[LibraryRecord]:
+        rows = self.conn.execute(
+            "SELECT l.*, t.name AS tenant FROM libraries l JOIN tenants t ON t.id = l.tenant_id "
+            "WHERE t.name=? ORDER BY l.name",
+            (tenant,),
+        )
+        return [self._record(r) for r in rows]
+
+    def delete_library(self, tenant: str, name: str) -> LibraryRecord:
+        record = self.library(tenant, name)
+        with transaction(self.conn):
+            self.conn.execute("DELETE FROM libraries WHERE id=?", (record.id,))
+        return record
+
+    def library_dir(self, record: LibraryRecord) -> Path:
+        return self.data_dir / "libraries" / str(record.id)
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> LibraryRecord:
+        return LibraryRecord(row["id"], row["tenant"], row["name"], json.loads(row["config"]), row["created"])
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    id: int
+    path: str
+    kind: str
+    sha256: str
+    size: int
+    duration: float
+    width: int
+    height: int
+    title: str
+    description: str
+    tags: list[str]
+    status: str
+    created: float
+    updated: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Unit:
+    id: int
+    media_id: int
+    module: str
+    start: float
+    end: float
+    thumb: float
+
+
+class MediaCatalog:
+    """Media and units of one library."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS media (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        duration REAL NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS media_sha ON media(sha256);
+    CREATE INDEX IF NOT EXISTS media_path ON media(path);
+    CREATE TABLE IF NOT EXISTS units (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        media_id INTEGER NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        module TEXT NOT NULL,
+        start REAL NOT NULL,
+        end REAL NOT NULL,
+        thumb REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS units_media ON units(media_id, module);
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.conn = _connect(Path(path))
+        self.conn.executescript(self.SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # media
+    def add_media(self, *, path: str, kind: str, sha256: str, size: int, duration: float, width: int, height: int,
+                  title: str = "") -> int:
+        now = time.time()
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO media(path, kind, sha256, size, duration, width, height, title, status, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'indexing', ?, ?)",
+                (path, kind, sha256, size, duration, width, height, title, now, now),
+            )
+            return int(cur.lastrowid)
+
+    def get(self, media_id: int) -> MediaRecord:
+        row = self.conn.execute("SELECT * FROM media WHERE id=?", (media_id,)).fetchone()
+        if row is None or row["status"] != "ready":
+            raise NotFound(f"unknown medium {media_id}")
+        return self._media(row)
+
+    def find(self, *, sha256: str | None = None, path: str | None = None) -> MediaRecord | None:
+        col, value = ("sha256", sha256) if sha256 is not None else ("path", path)
+        row = self.conn.execute(f"SELECT * FROM media WHERE {col}=? AND status='ready' ORDER BY id LIMIT 1",
+                                (value,)).fetchone()
+        return self._media(row) if row else None
+
+    def list(self, offset: int = 0, limit: int = 100) -> list[MediaRecord]:
+        rows = self.conn.execute("SELECT * FROM media WHERE status='ready' ORDER BY id LIMIT ? OFFSET ?",
+                                 (limit, offset))
+        return [self._media(r) for r in rows]
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM media WHERE status='ready'").fetchone()[0]
+
+    def update(self, media_id: int, *, title: str | None = None, description: str | None = None,
+               tags: list[str] | None = None) -> MediaRecord:
+        self.get(media_id)
+        fields = {"title": title, "description": description,
+                  "tags": None if tags is None else json.dumps(tags, ensure_ascii=False)}
+        sets = {k: v for k, v in fields.items() if v is not None}
+        if sets:
+            with transaction(self.conn):
+                self.conn.execute(
+                    f"UPDATE media SET {', '.join(f'{k}=?' for k in sets)}, updated=? WHERE id=?",
+                    (*sets.values(), time.time(), media_id),
+                )
+        return self.get(media_id)
+
+    def set_status(self, media_ids: list[int], status: str) -> None:
+        with transaction(self.conn):
+            self.conn.executemany("UPDATE media SET status=?, updated=? WHERE id=?",
+                                  [(status, time.time(), i) for i in media_ids])
+
+    def unfinished(self) -> list[int]:
+        """Media an interrupted ingest or delete left behind."""
+        return [r["id"] for r in self.conn.execute("SELECT id FROM media WHERE status IN ('indexing', 'deleting')")]
+
+    def purge(self, media_ids: list[int]) -> None:
+        """Remove media rows and (by cascade) their units."""
+        with transaction(self.conn):
+            self.conn.executemany("DELETE FROM media WHERE id=?", [(i,) for i in media_ids])
+
+    # units
+    def add_units(self, media_id: int, module: str, spans: list[tuple[float, float, float]]) -> list[int]:
+        with transaction(self.conn):
+            ids = []
+            for start, end, thumb in spans:
+                cur = self.conn.execute("INSERT INTO units(media_id, module, start, end, thumb) VALUES (?, ?, ?, ?, ?)",
+                                        (media_id, module, start, end, thumb))
+                ids.append(int(cur.lastrowid))
+            return ids
+
+    def unit_ids(self, media_ids: list[int], module: str) -> list[int]:
+        if not media_ids:
+            return []
+        marks = ",".join("?" * len(media_ids))
+        rows = self.conn.execute(f"SELECT id FROM units WHERE module=? AND media_id IN ({marks})", (module, *media_ids))
+        return [r["id"] for r in rows]
+
+    def ready_units(self, unit_ids: list[int]) -> dict[int, Unit]:
+        """Units of ready media among these ids (unknown ids and unfinished media are dropped)."""
+        if not unit_ids:
+            return {}
+        out: dict[int, Unit] = {}
+        for i in range(0, len(unit_ids), 900):
+            chunk = [int(u) for u in unit_ids[i : i + 900]]
+            rows = self.conn.execute(
+                f"SELECT u.* FROM units u JOIN media m ON m.id = u.media_id "
+                f"WHERE m.status='ready' AND u.id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update({r["id"]: Unit(r["id"], r["media_id"], r["module"], r["start"], r["end"], r["thumb"]) for r in rows})
+        return out
+
+    @staticmethod
+    def _media(row: sqlite3.Row) -> MediaRecord:
+        data = dict(row)
+        data["tags"] = json.loads(data["tags"])
+        return MediaRecord(**data)

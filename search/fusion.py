@@ -1,0 +1,47 @@
+"""Fusing the segments of several routes into one ranking.
+
+Segments of different routes that overlap in time on the same medium become
+one result spanning both; its ``routes`` keep each route's own score.
+
+* ``rrf``   — reciprocal-rank fusion: score = Σ_route weight / (rrf_k + rank);
+* ``blend`` — score = Σ_route weight × (route score min-max normalised within the route).
+
+With a single route there is nothing to fuse: its segments and scores pass through.
+"""
+
+from __future__ import annotations
+
+from .library import FusionConfig
+from .types import Segment
+
+
+def fuse(routes: dict[str, list[Segment]], config: FusionConfig) -> list[Segment]:
+    routes = {name: segs for name, segs in routes.items() if segs}
+    if not routes:
+        return []
+    if len(routes) == 1:
+        return sorted(next(iter(routes.values())), key=lambda s: -s.score)
+
+    contributions: list[tuple[float, str, Segment]] = []
+    for name, segs in routes.items():
+        weight = config.weights.get(name, 1.0)
+        ranked = sorted(segs, key=lambda s: -s.score)
+        lo, hi = ranked[-1].score, ranked[0].score
+        for rank, seg in enumerate(ranked, start=1):
+            if config.method == "rrf":
+                value = weight / (config.rrf_k + rank)
+            else:
+                value = weight * ((seg.score - lo) / (hi - lo) if hi > lo else 1.0)
+            contributions.append((value, name, seg))
+
+    fused: list[Segment] = []
+    for value, name, seg in sorted(contributions, key=lambda c: -c[0]):
+        target = next((f for f in fused if f.overlaps(seg) and name not in f.routes), None)
+        if target is None:
+            fused.append(Segment(media_id=seg.media_id, start=seg.start, end=seg.end, score=value,
+                                 thumbnail_time=seg.thumbnail_time, routes={name: seg.score}))
+        else:
+            target.start, target.end = min(target.start, seg.start), max(target.end, seg.end)
+            target.score += value
+            target.routes[name] = seg.score
+    return sorted(fused, key=lambda s: -s.score)

@@ -1,0 +1,112 @@
+"""A library: its index configuration, its media catalog and its modules, opened together."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .catalog import LibraryRecord, MediaCatalog
+from .errors import ConfigError
+from .stores.vectors import VectorStoreConfig
+
+
+class FusionConfig(BaseModel):
+    """How segments of several routes combine (see search/fusion.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["rrf", "blend"] = "rrf"
+    weights: dict[str, float] = Field(default_factory=dict)  # route -> weight, default 1.0
+    rrf_k: int = Field(default=60, ge=1)
+
+
+class LibraryConfig(BaseModel):
+    """Everything that decides how one library is indexed and searched; stored with the library."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: module name -> that module's options (validated by the module's own Config)
+    modules: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"visual": {}})
+    vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
+    #: frames sampled per second of video
+    sample_fps: float = Field(default=1.0, gt=0, le=30)
+    #: units each route recalls before aggregation
+    recall_k: int = Field(default=200, ge=1, le=10_000)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> "LibraryConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"library config: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+class Library:
+    """An open library. Writers hold ``write_lock()``: one writer per library across processes."""
+
+    def __init__(self, record: LibraryRecord, directory: Path, manager) -> None:
+        from zhaopian.modules.base import ModuleContext  # modules depend on search, not the reverse at import
+
+        self.record = record
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config = LibraryConfig.parse(record.config)
+        self.media = MediaCatalog(self.directory / "media.sqlite")
+        context = ModuleContext(self.directory, self.media, self.config.vector_store)
+        self.modules = {name: manager.create(name, opts, context) for name, opts in self.config.modules.items()}
+        self._thread_lock = threading.RLock()
+        self._lock_depth = 0
+        with self.write_lock():
+            self.recover()
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @contextmanager
+    def write_lock(self):
+        """Exclusive across threads (re-entrant) and across processes (flock on a lock file)."""
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with open(self.directory / ".write.lock", "w") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def recover(self) -> list[int]:
+        """Finish what an interrupted ingest or delete left: those media are removed everywhere."""
+        unfinished = self.media.unfinished()
+        if unfinished:
+            self._remove_everywhere(unfinished)
+        return unfinished
+
+    def delete_media(self, media_ids: list[int]) -> None:
+        with self.write_lock():
+            self.media.set_status(media_ids, "deleting")
+            self._remove_everywhere(media_ids)
+
+    def _remove_everywhere(self, media_ids: list[int]) -> None:
+        for module in self.modules.values():
+            module.remove(media_ids)
+            module.flush()
+        self.media.purge(media_ids)
+
+    def close(self) -> None:
+        self.media.close()
