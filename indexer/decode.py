@@ -10,6 +10,7 @@ Images are one-frame media at ``t = 0``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,20 @@ def _scaled(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
+def _open_header(source: Path | BinaryIO) -> Image.Image:
+    """Read only the image header; the caller checks the size (so PIL's bomb warning is noise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
 def open_image(source: Path | BinaryIO, max_side: int = DEFAULT_MAX_SIDE, name: str | None = None) -> Image.Image:
     """Open an image safely: size checked before pixels are decoded, then scaled down."""
     path = name or source
     if isinstance(source, Path):
         _check_file(source)
     try:
-        with Image.open(source) as im:
+        with _open_header(source) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
                 raise MediaError(f"{path}: image too large ({im.width}x{im.height} pixels, limit {MAX_IMAGE_PIXELS})")
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size
@@ -80,7 +88,7 @@ def probe(path: Path) -> Probe:
     _check_file(path)
     if media_kind(path) == "image":
         try:
-            with Image.open(path) as im:
+            with _open_header(path) as im:
                 return Probe("image", 0.0, im.width, im.height, 0.0)
         except (UnidentifiedImageError, OSError) as exc:
             raise MediaError(f"{path}: unreadable image ({exc.__class__.__name__})") from exc

@@ -141,7 +141,8 @@ class VisualModule(Module):
             return 0
         vectors = {s: np.concatenate([f.vectors[s] for f in features]) for s in features[0].vectors}
         clips = merge_frames(times, vectors, self.encoder.image_query_space, self.config.clip_similarity,
-                             self.config.max_clip_seconds, media.sample_step, media.duration)
+                             self.config.max_clip_seconds,
+                             0.0 if media.kind == "image" else media.sample_step, media.duration)
         ids = np.asarray(self.context.media.add_units(media.media_id, self.name,
                                                       [(c.start, c.end, c.thumb) for c in clips]), dtype=np.int64)
         for space in vectors:
