@@ -60,16 +60,14 @@ def print_results(results: list[Result], as_json: bool, heading: str | None = No
     if as_json:
         out.print_json(json.dumps({"results": [r.model_dump() for r in results]}, ensure_ascii=False))
         return
-    table = Table(title=heading, title_justify="left", show_lines=False)
-    for col in ("#", "video", "start", "end", "score", "routes"):
-        table.add_column(col, no_wrap=col != "video")
-    for i, r in enumerate(results, 1):
-        table.add_row(str(i), r.video, fmt_time(r.start), fmt_time(r.end), f"{r.score:.4f}",
-                      ", ".join(f"{k} {v:.3f}" for k, v in r.routes.items()))
+    if heading:
+        out.print(f"[bold]{heading}[/bold]")
     if not results:
-        out.print(f"{heading + ': ' if heading else ''}no results")
-    else:
-        out.print(table)
+        out.print("  no results")
+    for i, r in enumerate(results, 1):
+        routes = ", ".join(f"{k} {v:.3f}" for k, v in r.routes.items())
+        out.print(f"{i:>3}. {fmt_time(r.start)}-{fmt_time(r.end)}  score {r.score:.4f}  [{routes}]  {r.video}",
+                  markup=False, highlight=False)
 
 
 # -- library -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError
@@ -24,7 +24,7 @@ from zhaopian.search.stores.vectors import FaissVectorStore
 from zhaopian.search.types import Frame, Hit, MediaInfo, Segment
 
 from .encoders.base import EncoderConfig, l2_normalize
-from .encoders.registry import create_encoder
+from .encoders.registry import create_encoder, encoder_class
 
 
 class VisualConfig(ModuleConfig):
@@ -39,6 +39,11 @@ class VisualConfig(ModuleConfig):
     merge_gap: float = Field(default=1.0, ge=0)
     #: segments: a neighbour joins when its score is within spread × (score range) of the seed
     merge_spread: float = Field(default=0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _backend_exists(self) -> "VisualConfig":
+        encoder_class(self.encoder.backend)  # ConfigError with a clear message if not
+        return self
 
 
 @dataclass

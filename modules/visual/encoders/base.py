@@ -46,8 +46,14 @@ class EncoderConfig(BaseModel):
     @classmethod
     def parse_spec(cls, spec: str) -> "EncoderConfig":
         """``backend[:model[@pretrained]]``, e.g. ``chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16``
-        or ``open-clip:xlm-roberta-base-ViT-B-32@laion5b_s13b_b90k``."""
+        or ``open-clip:xlm-roberta-base-ViT-B-32@laion5b_s13b_b90k``. A third-party backend is
+        given as ``package.module:Class[:model[@pretrained]]``."""
+        from .registry import BACKENDS
+
         backend, _, rest = spec.partition(":")
+        if backend not in BACKENDS and rest:  # a dotted path: the class name is part of the backend
+            cls_name, _, rest = rest.partition(":")
+            backend = f"{backend}:{cls_name}"
         model, _, pretrained = rest.partition("@")
         return cls(backend=backend.strip(), model=model.strip() or None, pretrained=pretrained.strip() or None)
 
