@@ -6,17 +6,19 @@ It wires settings -> catalog -> libraries (modules, stores) -> ingestion and sea
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 from pydantic import BaseModel
 
 from zhaopian.indexer.decode import open_image
-from zhaopian.indexer.ingest import IngestResult, Ingestor, ProgressFn, expand
+from zhaopian.indexer.ingest import IngestResult, Ingestor, ProgressFn, expand, sha256_file
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
@@ -107,6 +109,27 @@ class Service:
         lib = self.library(library, tenant, create=True)
         ingestor = Ingestor(lib, self.settings.media_roots)
         return ingestor.add(list(expand(Path(p) for p in paths)), progress)
+
+    def add_upload(self, filename: str, data: bytes | BinaryIO, library: str = DEFAULT_LIBRARY,
+                   tenant: str | None = None) -> IngestResult:
+        """Index uploaded bytes: stored under the data directory (write then rename), then indexed."""
+        lib = self.library(library, tenant, create=True)
+        name = Path(filename).name.strip()
+        if not name or name in {".", ".."}:
+            raise MediaError(f"invalid upload file name {filename!r}")
+        folder = self.settings.upload_dir / "uploads" / lib.record.tenant / lib.name
+        folder.mkdir(parents=True, exist_ok=True)
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        with os.fdopen(fd, "wb") as fh:
+            shutil.copyfileobj(source, fh)
+        digest = sha256_file(Path(tmp))
+        target = folder / f"{digest[:16]}-{name}"
+        os.replace(tmp, target)
+        [result] = Ingestor(lib, self.settings.media_roots).add([target])
+        if result.status == "failed":
+            target.unlink(missing_ok=True)
+        return result
 
     def media(self, library: str = DEFAULT_LIBRARY, tenant: str | None = None, offset: int = 0,
               limit: int = 100) -> list[MediaRecord]:
