@@ -222,5 +222,60 @@ def media_delete(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: T
     run(lambda: (_service().delete_medium(media_id, library, tenant), out.print(f"deleted medium {media_id}")))
 
 
+# -- demo ----------------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    library: LibraryOpt = "demo",
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Segments shown per query.")] = 3,
+) -> None:
+    """Build the bundled demo (real media from packages), index it, and search it in Chinese, English and by image."""
+
+    def body():
+        from zhaopian.indexer.demo import build_demo, load_queries, query_image_path
+        from zhaopian.indexer.ingest import MEDIA_SUFFIXES
+
+        svc = _service()
+        demo_dir = build_demo(svc.settings.upload_dir / "demo")
+        if library not in {r.name for r in svc.libraries()}:
+            svc.create_library(library)
+        files = sorted(p for p in demo_dir.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
+        results = svc.index(files, library)
+        done = sum(r.status != "failed" for r in results)
+        out.print(f"demo: {done} of {len(files)} media indexed in library {library!r} ({demo_dir})", highlight=False)
+        for r in results:
+            if r.status == "failed":
+                err.print(f"error[{r.code}]: {r.message}", markup=False, highlight=False)
+
+        queries = load_queries(demo_dir)
+        picks = [next(q for q in queries if q.kind == "text" and q.lang == "zh"),
+                 next(q for q in queries if q.kind == "text" and q.lang == "en"),
+                 next(q for q in queries if q.kind == "image")]
+        for q in picks:
+            if q.kind == "image":
+                image = query_image_path(demo_dir, q)
+                found = svc.search(image=image, library=library, top_k=top_k)
+                heading = f"\nimage query {image.name}"
+            else:
+                found = svc.search(q.query, library=library, top_k=top_k)
+                heading = f"\n{q.lang} query \"{q.query}\""
+            print_results(found, False, f"{heading}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
+
+        hits = sum(_hit(svc, q, demo_dir, library) for q in queries)
+        out.print(f"\nall {len(queries)} labelled demo queries: right segment first for {hits} "
+                  f"(R@1 = {hits / len(queries):.2f})", highlight=False)
+
+    run(body)
+
+
+def _hit(svc: Service, q, demo_dir: Path, library: str) -> bool:
+    from zhaopian.indexer.demo import query_image_path
+
+    if q.kind == "image":
+        found = svc.search(image=query_image_path(demo_dir, q), library=library, top_k=1)
+    else:
+        found = svc.search(q.query, library=library, top_k=1)
+    return bool(found) and Path(found[0].video).name == q.video and found[0].start < q.end and q.start < found[0].end
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
