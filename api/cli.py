@@ -26,6 +26,8 @@ library_app = typer.Typer(help="Create, list and delete search libraries.", no_a
 media_app = typer.Typer(help="List, show, update and delete indexed media.", no_args_is_help=True)
 app.add_typer(library_app, name="library")
 app.add_typer(media_app, name="media")
+encoder_app = typer.Typer(help="Prepare visual encoders.", no_args_is_help=True)
+app.add_typer(encoder_app, name="encoder")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -220,6 +222,25 @@ def media_update(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: T
 def media_delete(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None) -> None:
     """Delete a medium from the library: its vectors and text go too (the file stays)."""
     run(lambda: (_service().delete_medium(media_id, library, tenant), out.print(f"deleted medium {media_id}")))
+
+
+# -- encoder -------------------------------------------------------------------------------------
+@encoder_app.command("export-onnx")
+def encoder_export_onnx(
+    spec: Annotated[str, typer.Argument(help="Source encoder, e.g. chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the ONNX model into.")],
+    quantize: Annotated[bool, typer.Option(help="Quantise weights to int8 (faster on CPU).")] = True,
+) -> None:
+    """Export a CLIP-family encoder to ONNX Runtime; use it with --encoder onnx:OUT_DIR."""
+
+    def body():
+        from zhaopian.modules.visual.encoders.onnx import export_onnx
+
+        path = export_onnx(EncoderConfig.parse_spec(spec), out_dir, quantize=quantize)
+        out.print(f"wrote {path}; create a library with: zhaopian library create NAME --encoder onnx:{path}",
+                  highlight=False)
+
+    run(body)
 
 
 # -- demo ----------------------------------------------------------------------------------------
