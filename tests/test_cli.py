@@ -93,3 +93,25 @@ def test_errors_are_one_line_with_nonzero_exit(cli_library, media_root, tmp_path
         assert r.exit_code == 1, args
         assert r.stderr.startswith(message), (args, r.stderr)
         assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_clip_path_is_one_config_line_away(env, colour_videos, tmp_path):
+    """A library on a Chinese-CLIP model directory, and on its ONNX int8 export, indexes and searches."""
+    import torch
+
+    from tiny_models import make_tiny_chinese_clip
+
+    torch.set_num_threads(1)
+    model_dir = make_tiny_chinese_clip(tmp_path / "cn-clip")
+    assert zp("library", "create", "cn", "--encoder", f"chinese-clip:{model_dir}").exit_code == 0
+    onnx_dir = tmp_path / "cn-clip-int8"
+    exported = zp("encoder", "export-onnx", f"chinese-clip:{model_dir}", onnx_dir)
+    assert exported.exit_code == 0, exported.output
+    assert zp("library", "create", "cn-onnx", "--encoder", f"onnx:{onnx_dir}").exit_code == 0
+    for library in ("cn", "cn-onnx"):
+        assert zp("index", *colour_videos.values(), "--library", library).exit_code == 0
+        results = json.loads(zp("search", "一只猫", "--library", library, "--json").stdout)["results"]
+        assert results and {r["video"].rsplit("/", 1)[-1] for r in results} <= {"a.mp4", "b.mp4", "still.png"}
+        image = json.loads(zp("search", "--image", colour_videos["img"], "--library", library, "--json", "-k", "1")
+                           .stdout)["results"]
+        assert image[0]["video"].endswith("still.png")  # an image finds itself in any joint space

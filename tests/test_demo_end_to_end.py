@@ -1,0 +1,35 @@
+"""The README's first command: build the demo, index it with the bundled encoder, search it."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from zhaopian.api.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_demo_command_prints_segments_for_zh_en_and_image_queries(env):
+    result = runner.invoke(app, ["demo"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert re.search(r'zh query "[^"]+"', out) and re.search(r'en query "[^"]+"', out) and "image query" in out
+    # each query prints ranked segments "start-end score ... path"
+    segments = re.findall(r"^\s+1\. (\d\d:\d\d\.\d\d)-(\d\d:\d\d\.\d\d)\s+score", out, flags=re.M)
+    assert len(segments) == 3
+    r_at_1 = float(re.search(r"R@1 = ([0-9.]+)", out).group(1))
+    assert r_at_1 >= 0.75  # measured 0.89 with the bundled encoder; a regression shows here
+
+    # the demo library is an ordinary library: --json search over it follows the documented format
+    found = runner.invoke(app, ["search", "一只猫", "--library", "demo", "--json", "-k", "1"])
+    [top] = json.loads(found.stdout)["results"]
+    assert top["video"].endswith("clip_01.mp4") and top["start"] < 6.0
+
+    # running the demo again re-uses the built files and adds nothing
+    again = runner.invoke(app, ["demo"], catch_exceptions=False)
+    assert again.exit_code == 0
+    media = json.loads(runner.invoke(app, ["media", "list", "--library", "demo", "--json"]).stdout)
+    assert len(media) == len({m["sha256"] for m in media})
