@@ -9,9 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
-
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.errors import ZhaopianError
 from zhaopian.search.library import LibraryConfig

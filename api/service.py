@@ -16,9 +16,14 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 from pydantic import BaseModel
-
 from zhaopian.indexer.decode import open_image
-from zhaopian.indexer.ingest import IngestResult, Ingestor, ProgressFn, expand, sha256_file
+from zhaopian.indexer.ingest import (
+    Ingestor,
+    IngestResult,
+    ProgressFn,
+    expand,
+    sha256_file,
+)
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord

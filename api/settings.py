@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 
 

@@ -19,7 +19,6 @@ from typing import BinaryIO
 import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
 from zhaopian.search.errors import MediaError
 from zhaopian.search.types import Frame
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-
 from zhaopian.search.catalog import MediaCatalog
 from zhaopian.search.stores.vectors import VectorStoreConfig
 from zhaopian.search.types import Frame, Hit, MediaInfo, Query, Segment

@@ -52,7 +52,9 @@ class Library:
     """An open library. Writers hold ``write_lock()``: one writer per library across processes."""
 
     def __init__(self, record: LibraryRecord, directory: Path, manager) -> None:
-        from zhaopian.modules.base import ModuleContext  # modules depend on search, not the reverse at import
+        from zhaopian.modules.base import (
+            ModuleContext,  # modules depend on search, not the reverse at import
+        )
 
         self.record = record
         self.directory = Path(directory)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import Field, model_validator
-
 from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError
 from zhaopian.search.segments import merge_hits

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
-from .base import Encoder, EncoderConfig
 from .sources import ModelSource, from_pretrained, loading, resolve, torch_device
+from .torch_clip import TorchClipEncoder
 
 DEFAULT_MODEL = "OFA-Sys/chinese-clip-vit-base-patch16"
 
@@ -80,19 +80,11 @@ class ChineseClipInputs:
         return cls(processor, int(info["max_length"]))
 
 
-class ChineseClipEncoder(Encoder):
+class ChineseClipEncoder(TorchClipEncoder):
     """Chinese-CLIP ViT (any size) with its RoBERTa-wwm text tower; space ``joint``."""
 
     name = "chinese-clip"
     default_model: ClassVar[str] = DEFAULT_MODEL
-
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__(config)
-        self.inputs: ChineseClipInputs | None = None
-        self.image_tower: ImageTower | None = None
-        self.text_tower: TextTower | None = None
-        self._device = torch.device("cpu")
-        self._dim = 0
 
     def _load(self) -> None:
         device = torch_device(self.config.device)
@@ -106,21 +98,3 @@ class ChineseClipEncoder(Encoder):
         self.text_tower = TextTower(model).eval()
         self._device = device
         self._dim = int(model.config.projection_dim)
-
-    @property
-    def spaces(self) -> dict[str, int]:
-        self.load()
-        return {"joint": self._dim}
-
-    def _run(self, tower: torch.nn.Module, feed: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
-        with torch.inference_mode():
-            out = tower(*(torch.from_numpy(feed[key]).to(self._device) for key in keys))
-        return out.float().cpu().numpy()
-
-    def _encode_images(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
-        assert self.inputs is not None and self.image_tower is not None
-        return {"joint": self._run(self.image_tower, self.inputs.images(images), self.inputs.image_keys)}
-
-    def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        assert self.inputs is not None and self.text_tower is not None
-        return self._run(self.text_tower, self.inputs.texts(texts), self.inputs.text_keys)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
 # This file is zhaopian.modules.visual.encoders.open_clip; imports are absolute, so these are the library's.
 import open_clip
 import torch
@@ -30,11 +31,10 @@ from open_clip.pretrained import download_pretrained_from_hf
 from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
-
 from zhaopian.search.errors import ConfigError, ModelUnavailable
 
-from .base import Encoder, EncoderConfig
 from .sources import ModelSource, loading, looks_like_path, resolve, torch_device
+from .torch_clip import TorchClipEncoder
 
 DEFAULT_MODEL = "xlm-roberta-base-ViT-B-32"
 DEFAULT_PRETRAINED = "laion5b_s13b_b90k"
@@ -147,18 +147,10 @@ def _model_config(name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))["model_cfg"]
 
 
-class OpenClipEncoder(Encoder):
+class OpenClipEncoder(TorchClipEncoder):
     """Any open_clip CLIP model (ViT or ResNet image tower, CLIP or Hugging Face text tower); space ``joint``."""
 
     name = "open-clip"
-
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__(config)
-        self.inputs: OpenClipInputs | None = None
-        self.image_tower: ImageTower | None = None
-        self.text_tower: TextTower | None = None
-        self._device = torch.device("cpu")
-        self._dim = 0
 
     def _load(self) -> None:
         device = torch_device(self.config.device)
@@ -175,21 +167,3 @@ class OpenClipEncoder(Encoder):
         self.text_tower = TextTower(model).eval()
         self._device = device
         self._dim = int(self._run(self.text_tower, self.inputs.texts([""]), self.inputs.text_keys).shape[1])
-
-    @property
-    def spaces(self) -> dict[str, int]:
-        self.load()
-        return {"joint": self._dim}
-
-    def _run(self, tower: torch.nn.Module, feed: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
-        with torch.inference_mode():
-            out = tower(*(torch.from_numpy(feed[key]).to(self._device) for key in keys))
-        return out.float().cpu().numpy()
-
-    def _encode_images(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
-        assert self.inputs is not None and self.image_tower is not None
-        return {"joint": self._run(self.image_tower, self.inputs.images(images), self.inputs.image_keys)}
-
-    def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        assert self.inputs is not None and self.text_tower is not None
-        return self._run(self.text_tower, self.inputs.texts(texts), self.inputs.text_keys)
