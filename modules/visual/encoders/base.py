@@ -21,6 +21,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from .backends import BACKENDS
+
 ImageLike = np.ndarray | Image.Image
 
 
@@ -48,8 +50,6 @@ class EncoderConfig(BaseModel):
         """``backend[:model[@pretrained]]``, e.g. ``chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16``
         or ``open-clip:xlm-roberta-base-ViT-B-32@laion5b_s13b_b90k``. A third-party backend is
         given as ``package.module:Class[:model[@pretrained]]``."""
-        from .registry import BACKENDS
-
         backend, _, rest = spec.partition(":")
         if backend not in BACKENDS and rest:  # a dotted path: the class name is part of the backend
             cls_name, _, rest = rest.partition(":")

@@ -12,14 +12,10 @@ import threading
 
 from zhaopian.search.errors import ConfigError
 
+from .backends import BACKENDS
 from .base import Encoder, EncoderConfig
 
-BACKENDS: dict[str, str] = {
-    "bundled": "zhaopian.modules.visual.encoders.bundled:BundledEncoder",
-    "chinese-clip": "zhaopian.modules.visual.encoders.chinese_clip:ChineseClipEncoder",
-    "open-clip": "zhaopian.modules.visual.encoders.open_clip:OpenClipEncoder",
-    "onnx": "zhaopian.modules.visual.encoders.onnx:OnnxClipEncoder",
-}
+__all__ = ["BACKENDS", "create_encoder", "encoder_class"]
 
 _cache: dict[str, Encoder] = {}
 _cache_lock = threading.Lock()
