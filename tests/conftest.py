@@ -12,6 +12,18 @@ COLOR_ENCODER = {"backend": "color_encoder:ColorEncoder"}
 COLOR_LIBRARY = {"modules": {"visual": {"encoder": COLOR_ENCODER}}}
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models gain nothing from threads, and spinning threads crawl on a busy 2-core machine;
+    torch's process-wide setting is put back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def media_root(tmp_path: Path) -> Path:
     root = tmp_path / "media"

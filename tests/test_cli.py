@@ -95,13 +95,10 @@ def test_errors_are_one_line_with_nonzero_exit(cli_library, media_root, tmp_path
         assert r.stderr.count("\n") == 1, r.stderr
 
 
-def test_clip_path_is_one_config_line_away(env, colour_videos, tmp_path):
+def test_clip_path_is_one_config_line_away(env, colour_videos, tmp_path, one_torch_thread):
     """A library on a Chinese-CLIP model directory, and on its ONNX int8 export, indexes and searches."""
-    import torch
-
     from tiny_models import make_tiny_chinese_clip
 
-    torch.set_num_threads(1)
     model_dir = make_tiny_chinese_clip(tmp_path / "cn-clip")
     assert zp("library", "create", "cn", "--encoder", f"chinese-clip:{model_dir}").exit_code == 0
     onnx_dir = tmp_path / "cn-clip-int8"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -36,13 +35,7 @@ def normalised(rgb: tuple[int, int, int], mean: list[float], std: list[float]) -
     return ((np.array(rgb) / 255.0 - np.array(mean)) / np.array(std)).reshape(3, 1, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and spinning threads crawl on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

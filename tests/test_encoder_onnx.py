@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from tiny_models import CHINESE_QUERY, TEXTS, make_tiny_chinese_clip, make_tiny_open_clip, photos, tiny_vocab
 from zhaopian.modules.visual.encoders.base import EncoderConfig
@@ -31,12 +29,7 @@ FP32_COSINE = 0.99999
 FAMILIES = ["chinese-clip", "open-clip", "open-clip-hf"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torch_config(family: str, model_dir: Path) -> EncoderConfig:
