@@ -70,8 +70,15 @@ class Service:
         self.catalog.close()
 
     # libraries -------------------------------------------------------------------------------
-    def default_config(self) -> LibraryConfig:
-        return LibraryConfig(modules={"visual": {"encoder": _encoder_dict(self.settings.encoder)}})
+    def default_config(self, encoder: str | None = None, modules: Iterable[str] = ("visual",),
+                       sample_fps: float = 1.0, index: str = "auto") -> LibraryConfig:
+        """A library config from the usual choices; the encoder spec defaults to ZHAOPIAN_ENCODER."""
+        spec = encoder or self.settings.encoder
+        options = {name: {} for name in modules}
+        if "visual" in options:
+            options["visual"] = {"encoder": EncoderConfig.parse_spec(spec).model_dump(mode="json")}
+        return LibraryConfig.parse({"modules": options, "sample_fps": sample_fps,
+                                    "vector_store": {"index": index}})
 
     def create_library(self, name: str, config: LibraryConfig | dict[str, Any] | None = None,
                        tenant: str | None = None) -> LibraryRecord:
@@ -172,10 +179,6 @@ class Service:
                                   start=round(seg.start, 3), end=round(seg.end, 3), score=round(seg.score, 6),
                                   thumbnail_time=round(seg.thumbnail_time, 3), routes=seg.routes))
         return results, report
-
-
-def _encoder_dict(spec: str) -> dict[str, Any]:
-    return EncoderConfig.parse_spec(spec).model_dump(mode="json")
 
 
 def _load_query_image(image: Path | str | bytes | Image.Image | None) -> Image.Image | None:

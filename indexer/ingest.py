@@ -213,8 +213,7 @@ class Ingestor:
             module.flush()
         self.library.media.set_status(self._pending, "ready")
         if self._replaced:
-            self.library.media.set_status(self._replaced, "deleting")
-            self.library.recover()
+            self.library.delete_media(self._replaced)
         self.stats.add("flush", time.perf_counter() - t)
         self._pending.clear()
         self._replaced.clear()
