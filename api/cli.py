@@ -19,8 +19,6 @@ from rich.progress import (
 from rich.table import Table
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.errors import ZhaopianError
-from zhaopian.search.library import LibraryConfig
-from zhaopian.search.stores.vectors import VectorStoreConfig
 
 from .service import DEFAULT_LIBRARY, Result, Service
 from .settings import Settings
@@ -93,12 +91,8 @@ def library_create(
     def body():
         svc = _service()
         spec = encoder or svc.settings.encoder
-        module_opts = {m.strip(): {} for m in modules.split(",") if m.strip()}
-        if "visual" in module_opts:
-            module_opts["visual"] = {"encoder": EncoderConfig.parse_spec(spec).model_dump(mode="json")}
-        config = LibraryConfig.parse({"modules": module_opts, "sample_fps": fps,
-                                      "vector_store": VectorStoreConfig(index=index).model_dump()})
-        record = svc.create_library(name, config, tenant)
+        names = [m.strip() for m in modules.split(",") if m.strip()]
+        record = svc.create_library(name, svc.default_config(spec, names, fps, index), tenant)
         out.print(f"created library {record.name!r} (tenant {record.tenant!r}, encoder {spec})")
 
     run(body)
@@ -273,34 +267,36 @@ def demo(
                 err.print(f"error[{r.code}]: {r.message}", markup=False, highlight=False)
 
         queries = load_queries(demo_dir)
+        found = {q.id: _ask(svc, q, demo_dir, library, top_k) for q in queries}  # each query runs once
         picks = [next(q for q in queries if q.kind == "text" and q.lang == "zh"),
                  next(q for q in queries if q.kind == "text" and q.lang == "en"),
                  next(q for q in queries if q.kind == "image")]
         for q in picks:
-            if q.kind == "image":
-                image = query_image_path(demo_dir, q)
-                found = svc.search(image=image, library=library, top_k=top_k)
-                heading = f"\nimage query {image.name}"
-            else:
-                found = svc.search(q.query, library=library, top_k=top_k)
-                heading = f"\n{q.lang} query \"{q.query}\""
-            print_results(found, False, f"{heading}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
+            what = f"image query {query_image_path(demo_dir, q).name}" if q.kind == "image" else f'{q.lang} query "{q.query}"'
+            print_results(found[q.id], False, f"\n{what}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
 
-        hits = sum(_hit(svc, q, demo_dir, library) for q in queries)
+        hits = sum(bool(found[q.id]) and _matches(found[q.id][0], q) for q in queries)
         out.print(f"\nall {len(queries)} labelled demo queries: right segment first for {hits} "
                   f"(R@1 = {hits / len(queries):.2f})", highlight=False)
 
     run(body)
 
 
-def _hit(svc: Service, q, demo_dir: Path, library: str) -> bool:
+def _ask(svc: Service, q, demo_dir: Path, library: str, top_k: int) -> list[Result]:
     from zhaopian.indexer.demo import query_image_path
 
     if q.kind == "image":
-        found = svc.search(image=query_image_path(demo_dir, q), library=library, top_k=1)
-    else:
-        found = svc.search(q.query, library=library, top_k=1)
-    return bool(found) and Path(found[0].video).name == q.video and found[0].start < q.end and q.start < found[0].end
+        return svc.search(image=query_image_path(demo_dir, q), library=library, top_k=top_k)
+    return svc.search(q.query, library=library, top_k=top_k)
+
+
+def _matches(result: Result, q) -> bool:
+    """The result is the labelled medium and overlaps the labelled span (a still: contains its instant)."""
+    if Path(result.video).name != q.video:
+        return False
+    if q.start == q.end:
+        return result.start <= q.start <= result.end
+    return max(result.start, q.start) < min(result.end, q.end)
 
 
 if __name__ == "__main__":  # pragma: no cover
