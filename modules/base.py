@@ -3,7 +3,9 @@
 A module is a plug-in that owns one kind of content signal (visual
 embeddings, on-screen text, speech, ...). It has three hooks the core calls:
 
-* ``extract``   — media → features (called once per chunk of decoded frames);
+* ``extract``   — media → features (called once per chunk of decoded frames, or
+  once per medium with no frames for a module that ``reads = "file"``: speech
+  from the audio track, metadata from the catalog);
 * ``rewrite``   — the user's query → this module's query, or ``None`` when the
   module has nothing to contribute (an image query for a speech module);
 * ``aggregate`` — this module's recalled hits → scored, time-stamped segments.
@@ -25,10 +27,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 from zhaopian.search.catalog import MediaCatalog
+from zhaopian.search.stores.text import TextIndex
 from zhaopian.search.stores.vectors import VectorStoreConfig
 from zhaopian.search.types import Frame, Hit, MediaInfo, Query, Segment
 
@@ -43,16 +46,22 @@ class ModuleConfig(BaseModel):
 
 @dataclass(frozen=True)
 class ModuleContext:
-    """What the core gives a module: where to keep its files and the library's catalog."""
+    """What the core gives a module: where to keep its files, the library's catalog and shared stores."""
 
     library_dir: Path
     media: MediaCatalog
     vector_store: VectorStoreConfig
+    #: the library's text index, shared by the text modules (each searches only its own units)
+    text: TextIndex
 
 
 class Module(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[ModuleConfig]] = ModuleConfig
+    #: "frames": ``extract`` gets each chunk of decoded frames in time order;
+    #: "file": ``extract`` is called once per medium with no frames and reads ``media.path``
+    #: itself (it runs in a thread beside the frame modules)
+    reads: ClassVar[Literal["frames", "file"]] = "frames"
 
     def __init__(self, config: ModuleConfig, context: ModuleContext) -> None:
         self.config = config
@@ -74,6 +83,9 @@ class Module(ABC):
     @abstractmethod
     def flush(self) -> None:
         """Persist the module's stores crash-safely."""
+
+    def metadata_changed(self, media_id: int) -> None:
+        """A medium's title, description, tags or fields were edited (re-index them if you store them)."""
 
     # search ---------------------------------------------------------------------------------
     @abstractmethod

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,51 @@ class Segment(BaseModel):
         return self.media_id == other.media_id and self.start <= other.end + gap and other.start <= self.end + gap
 
 
+class QueryFilters(BaseModel):
+    """Restrictions on which media a query may return (all given ones must hold)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[Literal["video", "image"]] = Field(default_factory=list)  # empty: any kind
+    min_duration: float | None = Field(default=None, ge=0)  # seconds
+    max_duration: float | None = Field(default=None, ge=0)
+    recorded_after: datetime | None = None  # when the medium was recorded (or its file last written)
+    recorded_before: datetime | None = None
+    tags: list[str] = Field(default_factory=list)  # every one of them
+    libraries: list[str] = Field(default_factory=list)  # empty: the library searched
+
+    @property
+    def empty(self) -> bool:
+        return self == QueryFilters()
+
+
+class ParsedQuery(BaseModel):
+    """A text query after rewrite (search/rewrite.py): what to look for, where, and among which media."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: free text for semantic and keyword matching (cues, filters and quotes removed); may be empty
+    text: str = ""
+    #: quoted phrases that must appear verbatim (on screen, in speech or in metadata)
+    phrases: list[str] = Field(default_factory=list)
+    #: modules the query's cues steer to ("asr" for 说/says, "ocr" for 字幕/text on screen, ...); empty: all
+    routes: list[str] = Field(default_factory=list)
+    filters: QueryFilters = Field(default_factory=QueryFilters)
+    #: who produced it: the rule-based rewriter or an LLM
+    source: Literal["rules", "llm"] = "rules"
+
+    @property
+    def search_text(self) -> str:
+        """Everything the user wants to see matched: the free text and the phrases."""
+        return " ".join([self.text, *self.phrases]).strip()
+
+
 @dataclass
 class Query:
-    """A user's query as the core received it (before any module rewrites it)."""
+    """A user's query as the core received it; ``parsed`` is filled by the engine's rewrite step."""
 
     text: str | None = None
     image: Image.Image | None = None
     top_k: int = 10
     options: dict[str, Any] = field(default_factory=dict)
+    parsed: ParsedQuery | None = None
