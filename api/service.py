@@ -30,6 +30,7 @@ from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
 from zhaopian.search.engine import SearchReport, search
 from zhaopian.search.errors import MediaError, NotFound
 from zhaopian.search.library import Library, LibraryConfig
+from zhaopian.search.stores.text import TextIndexLocation, create_text_index
 from zhaopian.search.types import Query
 
 from .settings import Settings
@@ -98,8 +99,11 @@ class Service:
         with self._lock:
             if (lib := self._libraries.pop((tenant, name), None)) is not None:
                 lib.close()
+        directory = self.catalog.library_dir(record)
+        config = LibraryConfig.parse(record.config)
+        create_text_index(config.text_index, TextIndexLocation(directory, record.tenant, record.name)).drop()
         self.catalog.delete_library(tenant, name)
-        shutil.rmtree(self.catalog.library_dir(record), ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
     def library(self, name: str = DEFAULT_LIBRARY, tenant: str | None = None, create: bool = False) -> Library:
         tenant = tenant or self.settings.tenant
@@ -152,7 +156,7 @@ class Service:
 
     def update_medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None,
                       **fields: Any) -> MediaRecord:
-        return self.library(library, tenant).media.update(media_id, **fields)
+        return self.library(library, tenant).update_media(media_id, **fields)
 
     def delete_medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None) -> None:
         lib = self.library(library, tenant)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 from zhaopian.search.errors import MediaError
 from zhaopian.search.types import Frame
 
@@ -36,6 +37,8 @@ class Probe:
     width: int
     height: int
     fps: float
+    #: when it was recorded (epoch seconds): container creation_time or EXIF date; None if unknown
+    recorded: float | None = None
 
 
 def media_kind(path: Path) -> str:
@@ -88,7 +91,7 @@ def probe(path: Path) -> Probe:
     if media_kind(path) == "image":
         try:
             with _open_header(path) as im:
-                return Probe("image", 0.0, im.width, im.height, 0.0)
+                return Probe("image", 0.0, im.width, im.height, 0.0, _exif_time(im))
         except (UnidentifiedImageError, OSError) as exc:
             raise MediaError(f"{path}: unreadable image ({exc.__class__.__name__})") from exc
     try:
@@ -98,11 +101,37 @@ def probe(path: Path) -> Probe:
             stream = container.streams.video[0]
             duration = _duration(container, stream)
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            return Probe("video", duration, stream.codec_context.width, stream.codec_context.height, fps)
+            return Probe("video", duration, stream.codec_context.width, stream.codec_context.height, fps,
+                         _parse_time(container.metadata.get("creation_time") or stream.metadata.get("creation_time")))
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(f"{path}: not a readable video ({exc.__class__.__name__})") from exc
+
+
+def _parse_time(value: str | None, exif: bool = False) -> float | None:
+    """ISO 8601 (``2023-05-01T10:00:00.000000Z``) or EXIF (``2023:05:01 10:00:00``) -> epoch seconds."""
+    if not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    if exif:
+        text = text.replace(":", "-", 2)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() if moment.year > 1970 else None
+
+
+def _exif_time(image) -> float | None:
+    try:
+        exif = image.getexif()
+        value = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+    except Exception:  # a damaged EXIF block must not stop indexing
+        return None
+    return _parse_time(str(value), exif=True) if value else None
 
 
 def _duration(container, stream) -> float:

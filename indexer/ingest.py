@@ -13,6 +13,7 @@ import hashlib
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,9 +50,11 @@ class IngestStats:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     frames: int = 0
     media_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        with self._lock:  # file modules report from their own threads
+            self.seconds[stage] += seconds
 
 
 def resolve_under(path: Path, roots: list[Path]) -> Path:
@@ -166,26 +169,24 @@ class Ingestor:
         previous = media.find(path=str(real))
 
         probe = decode.probe(real)
-        media_id = media.add_media(path=str(real), kind=probe.kind, sha256=digest, size=real.stat().st_size,
-                                   duration=probe.duration, width=probe.width, height=probe.height, title=real.stem)
+        stat = real.stat()
+        media_id = media.add_media(path=str(real), kind=probe.kind, sha256=digest, size=stat.st_size,
+                                   duration=probe.duration, width=probe.width, height=probe.height, title=real.stem,
+                                   recorded=probe.recorded or stat.st_mtime)
         step = 1.0 / self.library.config.sample_fps
         info = MediaInfo(media_id, real, probe.kind, probe.duration, probe.width, probe.height, step)
         modules = self.library.modules
+        frame_modules = {n: m for n, m in modules.items() if m.reads == "frames"}
+        file_modules = {n: m for n, m in modules.items() if m.reads == "file"}
         try:
             features: dict[str, list] = {name: [] for name in modules}
-            frames = 0
-            t_decode = time.perf_counter()
-            stream = prefetch(chunks(decode.iter_frames(real, self.library.config.sample_fps,
-                                                        threads=self.decode_threads), self.chunk_size))
-            for chunk in stream:
-                t_got = time.perf_counter()
-                self.stats.add("decode_wait", t_got - t_decode)
-                frames += len(chunk)
-                for name, module in modules.items():
-                    t = time.perf_counter()
-                    features[name].append(module.extract(info, chunk))
-                    self.stats.add(f"extract.{name}", time.perf_counter() - t)
-                t_decode = time.perf_counter()
+            # modules that read the whole file (speech, metadata) run beside the frame loop
+            with ThreadPoolExecutor(max_workers=max(1, len(file_modules)), thread_name_prefix="extract") as pool:
+                pending = {name: pool.submit(self._timed, f"extract.{name}", module.extract, info, ())
+                           for name, module in file_modules.items()}
+                frames = self._extract_frames(real, info, frame_modules, features) if frame_modules else 0
+                for name, future in pending.items():
+                    features[name].append(future.result())
             units = 0
             for name, module in modules.items():
                 t = time.perf_counter()
@@ -203,6 +204,27 @@ class Ingestor:
             self._replaced.append(previous.id)
         status = "replaced" if previous is not None else "indexed"
         return IngestResult(str(real), status, media_id, frames=frames, units=units, duration=probe.duration)
+
+    def _timed(self, stage: str, fn: Callable, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.stats.add(stage, time.perf_counter() - t)
+
+    def _extract_frames(self, path: Path, info: MediaInfo, modules: dict, features: dict[str, list]) -> int:
+        """Decode sampled frames (in a prefetch thread) and hand each chunk to every frame module."""
+        frames = 0
+        t_decode = time.perf_counter()
+        stream = prefetch(chunks(decode.iter_frames(path, self.library.config.sample_fps,
+                                                    threads=self.decode_threads), self.chunk_size))
+        for chunk in stream:
+            self.stats.add("decode_wait", time.perf_counter() - t_decode)
+            frames += len(chunk)
+            for name, module in modules.items():
+                features[name].append(self._timed(f"extract.{name}", module.extract, info, chunk))
+            t_decode = time.perf_counter()
+        return frames
 
     def flush(self) -> None:
         """Persist module stores, then make the pending media visible (and drop what they replaced)."""

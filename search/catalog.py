@@ -23,11 +23,12 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import AlreadyExists, ConfigError, NotFound
+from .types import QueryFilters
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -167,6 +168,14 @@ class MediaRecord:
     status: str
     created: float
     updated: float
+    #: when the medium was recorded (container/EXIF date, else the file's modification time), epoch seconds
+    recorded: float = 0.0
+    #: custom metadata fields (name -> text), searchable through the meta module
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return Path(self.path).name
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -214,25 +223,46 @@ class MediaCatalog:
     );
     CREATE INDEX IF NOT EXISTS units_media ON units(media_id, module);
     """
+    #: columns added after the first schema: (name, definition); added to older files on open
+    MIGRATIONS = [
+        ("recorded", "REAL NOT NULL DEFAULT 0"),
+        ("fields", "TEXT NOT NULL DEFAULT '{}'"),
+    ]
 
     def __init__(self, path: Path) -> None:
         self.conn = _connect(Path(path))
         self.conn.executescript(self.SCHEMA)
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(media)")}
+        with transaction(self.conn):
+            for name, definition in self.MIGRATIONS:
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE media ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self.conn.close()
 
     # media
     def add_media(self, *, path: str, kind: str, sha256: str, size: int, duration: float, width: int, height: int,
-                  title: str = "") -> int:
+                  title: str = "", recorded: float = 0.0, description: str = "", tags: list[str] | None = None,
+                  fields: dict[str, str] | None = None) -> int:
         now = time.time()
         with transaction(self.conn):
             cur = self.conn.execute(
-                "INSERT INTO media(path, kind, sha256, size, duration, width, height, title, status, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'indexing', ?, ?)",
-                (path, kind, sha256, size, duration, width, height, title, now, now),
+                "INSERT INTO media(path, kind, sha256, size, duration, width, height, title, description, tags, "
+                "fields, recorded, status, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'indexing', ?, ?)",
+                (path, kind, sha256, size, duration, width, height, title, description,
+                 json.dumps(tags or [], ensure_ascii=False), json.dumps(fields or {}, ensure_ascii=False),
+                 recorded, now, now),
             )
             return int(cur.lastrowid)
+
+    def record(self, media_id: int) -> MediaRecord:
+        """A medium in any state (modules read it while it is still being indexed)."""
+        row = self.conn.execute("SELECT * FROM media WHERE id=?", (media_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown medium {media_id}")
+        return self._media(row)
 
     def get(self, media_id: int) -> MediaRecord:
         row = self.conn.execute("SELECT * FROM media WHERE id=?", (media_id,)).fetchone()
@@ -255,11 +285,12 @@ class MediaCatalog:
         return self.conn.execute("SELECT COUNT(*) FROM media WHERE status='ready'").fetchone()[0]
 
     def update(self, media_id: int, *, title: str | None = None, description: str | None = None,
-               tags: list[str] | None = None) -> MediaRecord:
+               tags: list[str] | None = None, fields: dict[str, str] | None = None) -> MediaRecord:
         self.get(media_id)
-        fields = {"title": title, "description": description,
-                  "tags": None if tags is None else json.dumps(tags, ensure_ascii=False)}
-        sets = {k: v for k, v in fields.items() if v is not None}
+        values = {"title": title, "description": description,
+                  "tags": None if tags is None else json.dumps(tags, ensure_ascii=False),
+                  "fields": None if fields is None else json.dumps(fields, ensure_ascii=False)}
+        sets = {k: v for k, v in values.items() if v is not None}
         if sets:
             with transaction(self.conn):
                 self.conn.execute(
@@ -267,6 +298,30 @@ class MediaCatalog:
                     (*sets.values(), time.time(), media_id),
                 )
         return self.get(media_id)
+
+    def matching(self, filters: QueryFilters) -> list[int]:
+        """Ids of ready media that pass ``filters`` (kinds, duration, recording date, tags)."""
+        where, args = ["status='ready'"], []
+        if filters.kinds:
+            where.append(f"kind IN ({','.join('?' * len(filters.kinds))})")
+            args += filters.kinds
+        if filters.min_duration is not None:
+            where.append("kind='video' AND duration >= ?")
+            args.append(filters.min_duration)
+        if filters.max_duration is not None:
+            where.append("(kind='image' OR duration <= ?)")
+            args.append(filters.max_duration)
+        if filters.recorded_after is not None:
+            where.append("recorded >= ?")
+            args.append(filters.recorded_after.timestamp())
+        if filters.recorded_before is not None:
+            where.append("recorded < ?")
+            args.append(filters.recorded_before.timestamp())
+        for tag in filters.tags:
+            where.append("EXISTS (SELECT 1 FROM json_each(media.tags) WHERE lower(value) = lower(?))")
+            args.append(tag)
+        rows = self.conn.execute(f"SELECT id FROM media WHERE {' AND '.join(where)}", args)
+        return [r["id"] for r in rows]
 
     def set_status(self, media_ids: list[int], status: str) -> None:
         with transaction(self.conn):
@@ -316,4 +371,5 @@ class MediaCatalog:
     def _media(row: sqlite3.Row) -> MediaRecord:
         data = dict(row)
         data["tags"] = json.loads(data["tags"])
+        data["fields"] = json.loads(data["fields"])
         return MediaRecord(**data)

@@ -51,3 +51,9 @@ class ModelUnavailable(ZhaopianError):
     """An encoder's weights or runtime cannot be found or loaded."""
 
     code = "model_unavailable"
+
+
+class StoreUnavailable(ZhaopianError):
+    """A search server (Elasticsearch) cannot be reached, or refused some of a batch of writes."""
+
+    code = "store_unavailable"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .catalog import LibraryRecord, MediaCatalog
 from .errors import ConfigError
+from .stores.text import TextIndexConfig, TextIndexLocation, create_text_index
 from .stores.vectors import VectorStoreConfig
 
 
@@ -33,6 +34,8 @@ class LibraryConfig(BaseModel):
     #: module name -> that module's options (validated by the module's own Config)
     modules: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"visual": {}})
     vector_store: VectorStoreConfig = Field(default_factory=VectorStoreConfig)
+    #: where the text modules' units live: embedded tantivy (default) or Elasticsearch
+    text_index: TextIndexConfig = Field(default_factory=TextIndexConfig)
     #: frames sampled per second of video
     sample_fps: float = Field(default=1.0, gt=0, le=30)
     #: units each route recalls before aggregation
@@ -61,7 +64,9 @@ class Library:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = LibraryConfig.parse(record.config)
         self.media = MediaCatalog(self.directory / "media.sqlite")
-        context = ModuleContext(self.directory, self.media, self.config.vector_store)
+        self.text = create_text_index(self.config.text_index,
+                                      TextIndexLocation(self.directory, record.tenant, record.name))
+        context = ModuleContext(self.directory, self.media, self.config.vector_store, self.text)
         self.modules = {name: manager.create(name, opts, context) for name, opts in self.config.modules.items()}
         self._thread_lock = threading.RLock()
         self._lock_depth = 0
@@ -104,6 +109,15 @@ class Library:
             self.media.set_status(media_ids, "deleting")
             self._remove_everywhere(media_ids)
 
+    def update_media(self, media_id: int, **fields: Any):
+        """Edit a medium's title, description, tags or custom fields; modules that index them re-index."""
+        with self.write_lock():
+            record = self.media.update(media_id, **fields)
+            for module in self.modules.values():
+                module.metadata_changed(media_id)
+                module.flush()
+            return record
+
     def _remove_everywhere(self, media_ids: list[int]) -> None:
         for module in self.modules.values():
             module.remove(media_ids)
@@ -111,4 +125,10 @@ class Library:
         self.media.purge(media_ids)
 
     def close(self) -> None:
+        self.text.close()
         self.media.close()
+
+    def drop(self) -> None:
+        """Delete the stores that live outside the library's folder (a server's indexes)."""
+        self.text.drop()
+        self.close()
