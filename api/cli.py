@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,10 +19,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from zhaopian.modules.visual.encoders.base import EncoderConfig
-from zhaopian.search.errors import ZhaopianError
+from rich.text import Text
 
-from .service import DEFAULT_LIBRARY, Result, Service
+from zhaopian.modules.visual.encoders.base import EncoderConfig
+from zhaopian.search.errors import ConfigError, ZhaopianError
+
+from .service import DEFAULT_LIBRARY, DEFAULT_MODULES, Result, Service
 from .settings import Settings
 
 app = typer.Typer(help="zhaopian (找片): find the exact clip in your videos by what you remember.",
@@ -61,18 +65,29 @@ def fmt_time(seconds: float) -> str:
     return f"{int(m):02d}:{s:05.2f}"
 
 
-def print_results(results: list[Result], as_json: bool, heading: str | None = None) -> None:
-    if as_json:
-        out.print_json(json.dumps({"results": [r.model_dump() for r in results]}, ensure_ascii=False))
-        return
+def _rich_highlight(highlight: str) -> Text:
+    """``a <em>b</em> c`` (HTML-escaped) -> rich text with the matches in bold yellow."""
+    text = Text()
+    for i, part in enumerate(re.split(r"</?em>", highlight)):
+        text.append(html.unescape(part), style="bold yellow" if i % 2 else None)
+    return text
+
+
+def print_results(results: list[Result], heading: str | None = None, notes: list[str] = ()) -> None:
     if heading:
         out.print(f"[bold]{heading}[/bold]")
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
     if not results:
         out.print("  no results")
     for i, r in enumerate(results, 1):
         routes = ", ".join(f"{k} {v:.3f}" for k, v in r.routes.items())
         out.print(f"{i:>3}. {fmt_time(r.start)}-{fmt_time(r.end)}  score {r.score:.4f}  [{routes}]  {r.video}",
                   markup=False, highlight=False)
+        for m in r.matches[:3]:
+            where = m.field if m.route == "meta" else f"{fmt_time(m.start)}-{fmt_time(m.end)}"
+            out.print(Text(f"       {m.route} {where}: ").append(_rich_highlight(m.highlight or m.text)),
+                      highlight=False)
 
 
 # -- library -------------------------------------------------------------------------------------
@@ -81,7 +96,7 @@ def library_create(
     name: str,
     encoder: Annotated[Optional[str], typer.Option(help="Visual encoder, e.g. 'bundled' or "
                                                  "'chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16'.")] = None,
-    modules: Annotated[str, typer.Option(help="Comma-separated modules to run.")] = "visual",
+    modules: Annotated[str, typer.Option(help="Comma-separated modules to run.")] = ",".join(DEFAULT_MODULES),
     index: Annotated[str, typer.Option(help="Vector index: auto, flat, sq8 or ivf-sq8.")] = "auto",
     fps: Annotated[float, typer.Option(help="Frames sampled per second of video.")] = 1.0,
     tenant: TenantOpt = None,
@@ -179,7 +194,14 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: {\"results\": [...]}.")] = False,
 ) -> None:
     """Search a library by text or by image; prints segments (video, start, end, score)."""
-    run(lambda: print_results(_service().search(text, image, library, tenant, top_k), as_json))
+    def body():
+        response = _service().search_report(text, image, library, tenant, top_k)
+        if as_json:
+            out.print_json(response.model_dump_json())
+        else:
+            print_results(response.results, notes=response.notes)
+
+    run(body)
 
 
 # -- media ---------------------------------------------------------------------------------------
@@ -210,11 +232,25 @@ def media_show(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: Ten
 @media_app.command("update")
 def media_update(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None,
                  title: Optional[str] = None, description: Optional[str] = None,
-                 tags: Annotated[Optional[str], typer.Option(help="Comma-separated tags.")] = None) -> None:
-    """Update a medium's title, description or tags."""
+                 tags: Annotated[Optional[str], typer.Option(help="Comma-separated tags.")] = None,
+                 field: Annotated[Optional[list[str]], typer.Option(
+                     "--field", help="A custom field as NAME=VALUE (repeatable; replaces all custom fields).")] = None,
+                 ) -> None:
+    """Update a medium's title, description, tags or custom fields; they become searchable at once."""
     tag_list = [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None
-    run(lambda: out.print_json(json.dumps(_service().update_medium(
-        media_id, library, tenant, title=title, description=description, tags=tag_list).as_dict(), ensure_ascii=False)))
+
+    def body():
+        fields = None
+        if field is not None:
+            pairs = [f.partition("=") for f in field]
+            if any(not name.strip() or not sep for name, sep, _ in pairs):
+                raise ConfigError("custom fields are given as NAME=VALUE")
+            fields = {name.strip(): value for name, _, value in pairs}
+        record = _service().update_medium(media_id, library, tenant, title=title, description=description,
+                                          tags=tag_list, fields=fields)
+        out.print_json(json.dumps(record.as_dict(), ensure_ascii=False))
+
+    run(body)
 
 
 @media_app.command("delete")
@@ -273,7 +309,7 @@ def demo(
                  next(q for q in queries if q.kind == "image")]
         for q in picks:
             what = f"image query {query_image_path(demo_dir, q).name}" if q.kind == "image" else f'{q.lang} query "{q.query}"'
-            print_results(found[q.id], False, f"\n{what}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
+            print_results(found[q.id], f"\n{what}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
 
         hits = sum(bool(found[q.id]) and _matches(found[q.id][0], q) for q in queries)
         out.print(f"\nall {len(queries)} labelled demo queries: right segment first for {hits} "

@@ -10,12 +10,13 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
 from zhaopian.indexer.decode import open_image
 from zhaopian.indexer.ingest import (
     Ingestor,
@@ -27,19 +28,21 @@ from zhaopian.indexer.ingest import (
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
-from zhaopian.search.engine import SearchReport, search
+from zhaopian.search.engine import search
 from zhaopian.search.errors import MediaError, NotFound
 from zhaopian.search.library import Library, LibraryConfig
 from zhaopian.search.stores.text import TextIndexLocation, create_text_index
-from zhaopian.search.types import Query
+from zhaopian.search.types import Match, ParsedQuery, Query
 
 from .settings import Settings
 
 DEFAULT_LIBRARY = "default"
+#: modules of a new library unless chosen otherwise (all that work offline)
+DEFAULT_MODULES = ("visual", "labels", "ocr", "asr", "meta")
 
 
 class Result(BaseModel):
-    """One search result as users see it."""
+    """One search result as users see it, with why it was found."""
 
     video: str
     media_id: int
@@ -49,7 +52,20 @@ class Result(BaseModel):
     end: float
     score: float
     thumbnail_time: float
+    #: each route's own score for this segment
     routes: dict[str, float]
+    #: the matched text (on-screen, spoken, label, metadata) with <em>highlights</em>, best first
+    matches: list[Match] = Field(default_factory=list)
+
+
+class SearchResponse(BaseModel):
+    """Results plus how the query was understood and how long each step took."""
+
+    results: list[Result]
+    query: ParsedQuery | None = None
+    routes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class Service:
@@ -59,6 +75,8 @@ class Service:
         self.catalog = Catalog(self.settings.data_dir)
         self._libraries: dict[tuple[str, str], Library] = {}
         self._lock = threading.Lock()
+        #: text query -> ParsedQuery (rules by default; an LLM when configured)
+        self.rewriter: Callable[[str], ParsedQuery] | None = None
         if self.settings.threads:
             import torch
 
@@ -71,7 +89,7 @@ class Service:
         self.catalog.close()
 
     # libraries -------------------------------------------------------------------------------
-    def default_config(self, encoder: str | None = None, modules: Iterable[str] = ("visual",),
+    def default_config(self, encoder: str | None = None, modules: Iterable[str] = DEFAULT_MODULES,
                        sample_fps: float = 1.0, index: str = "auto") -> LibraryConfig:
         """A library config from the usual choices; the encoder spec defaults to ZHAOPIAN_ENCODER."""
         spec = encoder or self.settings.encoder
@@ -166,13 +184,13 @@ class Service:
     # search ----------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                library: str = DEFAULT_LIBRARY, tenant: str | None = None, top_k: int = 10) -> list[Result]:
-        return self.search_report(text, image, library, tenant, top_k)[0]
+        return self.search_report(text, image, library, tenant, top_k).results
 
     def search_report(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                       library: str = DEFAULT_LIBRARY, tenant: str | None = None,
-                      top_k: int = 10) -> tuple[list[Result], SearchReport]:
+                      top_k: int = 10) -> SearchResponse:
         lib = self.library(library, tenant)
-        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k))
+        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k), self.rewriter)
         results = []
         for seg in report.segments:
             try:
@@ -181,8 +199,10 @@ class Service:
                 continue
             results.append(Result(video=record.path, media_id=record.id, kind=record.kind, title=record.title,
                                   start=round(seg.start, 3), end=round(seg.end, 3), score=round(seg.score, 6),
-                                  thumbnail_time=round(seg.thumbnail_time, 3), routes=seg.routes))
-        return results, report
+                                  thumbnail_time=round(seg.thumbnail_time, 3), routes=seg.routes,
+                                  matches=seg.matches))
+        return SearchResponse(results=results, query=report.parsed, routes=report.routes, notes=report.notes,
+                              timings_ms={k: round(v, 2) for k, v in report.timings_ms.items()})
 
 
 def _load_query_image(image: Path | str | bytes | Image.Image | None) -> Image.Image | None:

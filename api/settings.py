@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 
 

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
+
 from zhaopian.search.errors import MediaError
 from zhaopian.search.types import Frame
 

@@ -347,6 +347,10 @@ class MediaCatalog:
                 ids.append(int(cur.lastrowid))
             return ids
 
+    def delete_units(self, media_ids: list[int], module: str) -> None:
+        with transaction(self.conn):
+            self.conn.executemany("DELETE FROM units WHERE media_id=? AND module=?", [(m, module) for m in media_ids])
+
     def unit_ids(self, media_ids: list[int], module: str) -> list[int]:
         if not media_ids:
             return []

@@ -1,16 +1,31 @@
-"""Search: rewrite the query per module -> recall -> aggregate -> fuse."""
+"""Search: parse the query -> filters -> per module rewrite -> recall -> aggregate -> fuse.
+
+1. The text is cleaned (:func:`validate`) and parsed by the library's rewriter
+   (search/rewrite.py: rules, or an LLM) into free text, exact phrases, the
+   routes its cues steer to (说 -> speech, 字幕 -> on-screen text) and filters.
+2. Filters (kind, duration, recording date, tags) become the set of media the
+   query may return, decided on the catalog before any route runs.
+3. Every enabled module the cues allow rewrites the query into its own form
+   (or declines), recalls from its store and aggregates its hits into segments.
+4. Fusion merges the routes' segments (search/fusion.py).
+
+A query with filters but nothing to match lists the media that pass them.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidQuery
 from .fusion import fuse
 from .library import Library
-from .types import Query, Segment
+from .types import ParsedQuery, Query, Segment
+
+Rewrite = Callable[[str], ParsedQuery]
 
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
@@ -41,13 +56,44 @@ def validate(query: Query) -> Query:
 class SearchReport:
     segments: list[Segment]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    parsed: ParsedQuery | None = None
+    #: modules that ran, and remarks for the user (a cue for a route this library does not have, ...)
+    routes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def search(library: Library, query: Query) -> SearchReport:
+def _default_rewrite(text: str) -> ParsedQuery:
+    from .rewrite import parse_query
+
+    return parse_query(text)
+
+
+def search(library: Library, query: Query, rewrite: Rewrite | None = None) -> SearchReport:
     query = validate(query)
     timings: dict[str, float] = {}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    parsed = (rewrite or _default_rewrite)(query.text) if query.text else ParsedQuery()
+    query.parsed = parsed
+    if not parsed.filters.empty:
+        query.media_ids = frozenset(library.media.matching(parsed.filters))
+    timings["rewrite"] = (time.perf_counter() - t0) * 1e3
+    if not parsed.search_text and query.image is None:
+        if parsed.filters.empty:
+            raise InvalidQuery("nothing to search for: the query has only cues or punctuation; "
+                               "add what should be seen, said or written")
+        return SearchReport(_list_media(library, query), timings, parsed, [], notes)
+
+    modules = library.modules
+    if parsed.routes:
+        steered = {n: m for n, m in modules.items() if n in parsed.routes}
+        if steered:
+            modules = steered
+        else:
+            notes.append(f"the query asks for {', '.join(parsed.routes)}, which this library does not index; "
+                         f"searched everything instead")
     routes: dict[str, list[Segment]] = {}
-    for name, module in library.modules.items():
+    for name, module in modules.items():
         t0 = time.perf_counter()
         module_query = module.rewrite(query)
         if module_query is None:
@@ -62,4 +108,12 @@ def search(library: Library, query: Query) -> SearchReport:
     t0 = time.perf_counter()
     fused = fuse(routes, library.config.fusion)[: query.top_k]
     timings["fuse"] = (time.perf_counter() - t0) * 1e3
-    return SearchReport(fused, timings)
+    return SearchReport(fused, timings, parsed, list(routes), notes)
+
+
+def _list_media(library: Library, query: Query) -> list[Segment]:
+    """Media passing the filters, most recently recorded first, as whole-medium results."""
+    records = [library.media.record(i) for i in sorted(query.media_ids or ())]
+    records.sort(key=lambda r: -r.recorded)
+    return [Segment(media_id=r.id, start=0.0, end=r.duration, score=0.0, thumbnail_time=0.0, whole_medium=True)
+            for r in records[: query.top_k]]

@@ -1,7 +1,10 @@
 """Fusing the segments of several routes into one ranking.
 
 Segments of different routes that overlap in time on the same medium become
-one result spanning both; its ``routes`` keep each route's own score.
+one result spanning both; its ``routes`` keep each route's own score and its
+``matches`` each route's explanations. A match about the whole medium (its
+title or tags) strengthens a moment of that medium another route found without
+widening it to the whole medium.
 
 * ``rrf``   — reciprocal-rank fusion: score = Σ_route weight / (rrf_k + rank);
 * ``blend`` — score = Σ_route weight × (route score min-max normalised within the route).
@@ -38,10 +41,15 @@ def fuse(routes: dict[str, list[Segment]], config: FusionConfig) -> list[Segment
     for value, name, seg in sorted(contributions, key=lambda c: -c[0]):
         target = next((f for f in fused if f.overlaps(seg) and name not in f.routes), None)
         if target is None:
-            fused.append(Segment(media_id=seg.media_id, start=seg.start, end=seg.end, score=value,
-                                 thumbnail_time=seg.thumbnail_time, routes={name: seg.score}))
-        else:
+            fused.append(seg.model_copy(update={"score": value, "routes": {name: seg.score},
+                                                "matches": list(seg.matches)}))
+            continue
+        if target.whole_medium and not seg.whole_medium:  # a moment narrows a whole-medium match
+            target.start, target.end, target.thumbnail_time = seg.start, seg.end, seg.thumbnail_time
+            target.whole_medium = False
+        elif not seg.whole_medium:
             target.start, target.end = min(target.start, seg.start), max(target.end, seg.end)
-            target.score += value
-            target.routes[name] = seg.score
+        target.score += value
+        target.routes[name] = seg.score
+        target.matches.extend(seg.matches)
     return sorted(fused, key=lambda s: -s.score)

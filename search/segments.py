@@ -17,7 +17,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .types import Hit, Segment
+from .types import Hit, Match, Segment
+
+#: at most this many matched texts are kept per segment to explain it
+MAX_MATCHES = 5
+
+
+def _matches(hits: list[Hit], route: str) -> list[Match]:
+    """The explanations carried by hits (text routes put text and highlight in ``detail``)."""
+    out = [Match(route=route, start=h.start, end=h.end, score=h.score, text=h.detail["text"],
+                 highlight=h.detail.get("highlight", ""), field=h.detail.get("field", "text"))
+           for h in sorted(hits, key=lambda h: -h.score) if "text" in h.detail]
+    return out[:MAX_MATCHES]
 
 
 def merge_hits(hits: list[Hit], route: str, max_gap: float = 1.0, spread: float = 0.25) -> list[Segment]:
@@ -41,6 +52,7 @@ def merge_hits(hits: list[Hit], route: str, max_gap: float = 1.0, spread: float 
         timeline = by_media[seed.media_id]
         i = position[id(seed)]
         start, end = seed.start, seed.end
+        members = [seed]
         used.add(id(seed))
         floor = seed.score - tolerance
         for step in (-1, 1):
@@ -51,8 +63,10 @@ def merge_hits(hits: list[Hit], route: str, max_gap: float = 1.0, spread: float 
                 if id(h) in used or not touches or h.score < floor:
                     break
                 start, end = min(start, h.start), max(end, h.end)
+                members.append(h)
                 used.add(id(h))
                 j += step
         segments.append(Segment(media_id=seed.media_id, start=start, end=end, score=seed.score,
-                                thumbnail_time=seed.thumb, routes={route: seed.score}))
+                                thumbnail_time=seed.thumb, routes={route: seed.score},
+                                matches=_matches(members, route)))
     return segments

@@ -45,8 +45,20 @@ class Hit:
     detail: dict = field(default_factory=dict)
 
 
+class Match(BaseModel):
+    """Why a route found a segment: the unit of text it matched (an OCR line, a sentence, a label, a title)."""
+
+    route: str
+    start: float
+    end: float
+    score: float
+    text: str
+    highlight: str  # ``text`` HTML-escaped, matched words wrapped in <em>…</em>
+    field: str = "text"  # for metadata: title, description, tags, filename or a custom field's name
+
+
 class Segment(BaseModel):
-    """A search result: a time span of one medium, scored, with the routes that found it."""
+    """A search result: a time span of one medium, scored, with the routes that found it and why."""
 
     media_id: int
     start: float
@@ -54,6 +66,9 @@ class Segment(BaseModel):
     score: float
     thumbnail_time: float
     routes: dict[str, float] = Field(default_factory=dict)
+    matches: list[Match] = Field(default_factory=list)
+    #: the match is about the whole medium (its metadata), not a moment in it
+    whole_medium: bool = False
 
     def overlaps(self, other: "Segment", gap: float = 0.0) -> bool:
         return self.media_id == other.media_id and self.start <= other.end + gap and other.start <= self.end + gap
@@ -107,3 +122,5 @@ class Query:
     top_k: int = 10
     options: dict[str, Any] = field(default_factory=dict)
     parsed: ParsedQuery | None = None
+    #: the media the query's filters allow (None: all); set by the engine from ``parsed.filters``
+    media_ids: frozenset[int] | None = None

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 
-def write_video(path: Path, shots: list[tuple[tuple[int, int, int], float]], fps: int = 10,
+def write_video(path: Path, shots: list[tuple[tuple[int, int, int] | np.ndarray, float]], fps: int = 10,
                 size: tuple[int, int] = (64, 48)) -> Path:
-    """Write an H.264 (or MPEG-4) video of solid-colour shots: [(rgb, seconds), ...] with light noise."""
+    """Write an H.264 (or MPEG-4) video of shots: [(rgb or an HxWx3 picture, seconds), ...] with light noise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(shots))
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
@@ -20,6 +20,8 @@ def write_video(path: Path, shots: list[tuple[tuple[int, int, int], float]], fps
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for rgb, seconds in shots:
+            if isinstance(rgb, np.ndarray):
+                rgb = np.asarray(Image.fromarray(rgb).convert("RGB").resize(size), np.int16)
             for _ in range(int(round(seconds * fps))):
                 img = np.clip(np.array(rgb, np.int16) + rng.integers(-6, 7, (size[1], size[0], 3)), 0, 255)
                 frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")

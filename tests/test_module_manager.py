@@ -8,7 +8,9 @@ import pytest
 from zhaopian.modules.base import Module
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual import VisualModule
+from zhaopian.search.engine import search
 from zhaopian.search.errors import ConfigError
+from zhaopian.search.types import Query
 
 PLUGIN = '''
 from zhaopian.modules.base import Module, ModuleConfig
@@ -66,7 +68,7 @@ def test_third_party_module_is_discovered_and_configured(plugin_on_path):
 def test_third_party_module_runs_in_search(plugin_on_path, service):
     service.manager = ModuleManager()
     service.create_library("plug", {"modules": {"echo": {"boost": 3.0}}})
-    report = service.search_report("anything", library="plug")[1]
+    report = search(service.library("plug"), Query(text="anything"))
     assert [(s.media_id, s.score, s.routes) for s in report.segments] == [(1, 3.0, {"echo": 3.0})]
 
 

@@ -16,14 +16,18 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import Field, model_validator
+
 from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError
 from zhaopian.search.segments import merge_hits
-from zhaopian.search.stores.vectors import FaissVectorStore
+from zhaopian.search.stores.vectors import FaissVectorStore, open_vector_store
 from zhaopian.search.types import Frame, Hit, MediaInfo, Segment
 
 from .encoders.base import EncoderConfig, l2_normalize
 from .encoders.registry import create_encoder, encoder_class
+
+#: with filters, recall fetches up to this many times k clips before dropping media the filters exclude
+FILTER_OVERFETCH = 10
 
 
 class VisualConfig(ModuleConfig):
@@ -55,6 +59,7 @@ class FrameFeatures:
 class VisualQuery:
     space: str
     vector: np.ndarray
+    media_ids: frozenset[int] | None = None  # only these media (the query's filters)
 
 
 @dataclass
@@ -128,8 +133,9 @@ class VisualModule(Module):
             self._check_fingerprint()
             self._checked = True
         if space not in self._stores:
-            self._stores[space] = FaissVectorStore.load(self._store_path(space), self.encoder.spaces[space],
-                                                        self.context.vector_store)
+            self._stores[space] = open_vector_store(self._store_path(space), self.encoder.spaces[space],
+                                                    self.context.vector_store,
+                                                    f"{self.context.library_dir.name}-visual-{space}")
         return self._stores[space]
 
     def _existing_spaces(self) -> list[str]:
@@ -160,7 +166,8 @@ class VisualModule(Module):
             return
         for space in set(self._existing_spaces()) | set(self._stores):
             if space not in self._stores:  # removing needs no encoder: the file knows its dimension
-                self._stores[space] = FaissVectorStore.load(self._store_path(space), None, self.context.vector_store)
+                self._stores[space] = open_vector_store(self._store_path(space), None, self.context.vector_store,
+                                                        f"{self.context.library_dir.name}-visual-{space}")
             if self._stores[space].remove(ids):
                 self._dirty.add(space)
 
@@ -173,16 +180,24 @@ class VisualModule(Module):
     def rewrite(self, query: Query) -> VisualQuery | None:
         if query.image is not None:
             space = self.encoder.image_query_space
-            return VisualQuery(space, self.encoder.encode_images([query.image])[space][0])
-        if query.text:
-            return VisualQuery(self.encoder.text_space, self.encoder.encode_texts([query.text])[0])
+            return VisualQuery(space, self.encoder.encode_images([query.image])[space][0], query.media_ids)
+        text = query.parsed.search_text if query.parsed is not None else (query.text or "")
+        if text:
+            return VisualQuery(self.encoder.text_space, self.encoder.encode_texts([text])[0], query.media_ids)
         return None
 
     def recall(self, module_query: VisualQuery, k: int) -> list[Hit]:
-        scores, ids = self._store(module_query.space).search(module_query.vector[None, :], k)
+        allowed = module_query.media_ids
+        if allowed is not None and not allowed:
+            return []
+        # with filters, look deeper so that k clips of allowed media remain after filtering
+        fetch = k if allowed is None else min(k * FILTER_OVERFETCH, max(k, len(self._store(module_query.space))))
+        scores, ids = self._store(module_query.space).search(module_query.vector[None, :], fetch)
         units = self.context.media.ready_units([int(i) for i in ids[0] if i >= 0])
-        return [Hit(u.media_id, u.start, u.end, float(s), u.thumb)
-                for s, i in zip(scores[0], ids[0]) if (u := units.get(int(i)))]
+        hits = [Hit(u.media_id, u.start, u.end, float(s), u.thumb)
+                for s, i in zip(scores[0], ids[0])
+                if (u := units.get(int(i))) and (allowed is None or u.media_id in allowed)]
+        return hits[:k]
 
     def aggregate(self, hits: list[Hit], module_query: VisualQuery) -> list[Segment]:
         return merge_hits(hits, self.name, max_gap=self.config.merge_gap, spread=self.config.merge_spread)

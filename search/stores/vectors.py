@@ -15,20 +15,30 @@ has ``sq8_min`` vectors and IVF-SQ8 above ``ivf_threshold``; each conversion
 re-trains on the vectors already stored. Saving writes the whole index to a
 temporary file and renames it over the old one, so a crash never leaves a torn
 index. GPU FAISS is used for search when the installed FAISS has GPUs.
+
+A library may keep its vectors on an Elasticsearch server instead
+(``backend: elasticsearch``, ``vectors_elastic.py``); :func:`open_vector_store`
+opens whichever the library's config names.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from zhaopian.search.errors import ConfigError
+
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from .vectors_elastic import ElasticsearchVectorStore
 
 IndexKind = Literal["auto", "flat", "sq8", "ivf-sq8"]
 
@@ -36,13 +46,27 @@ IndexKind = Literal["auto", "flat", "sq8", "ivf-sq8"]
 class VectorStoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["faiss"] = "faiss"
+    backend: Literal["faiss", "elasticsearch"] = "faiss"
+    # faiss options
     index: IndexKind = "auto"
     sq8_min: int = Field(default=1000, ge=1)
     ivf_threshold: int = Field(default=200_000, ge=1000)
     nprobe: int = Field(default=32, ge=1)
     #: widen each dimension's trained SQ8 range by this fraction on both sides
     sq8_margin: float = Field(default=0.2, ge=0.0, le=2.0)
+    # elasticsearch options
+    #: server URL(s); ``ZHAOPIAN_ES_URL`` is used when empty
+    url: list[str] = Field(default_factory=list)
+    #: index names are ``<prefix>-<name>`` (the name given by the module: library and space)
+    index_prefix: str = Field(default="zhaopian", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    #: kNN candidates examined per shard (at least twice the neighbours fetched); more is slower and more exact
+    num_candidates: int = Field(default=500, ge=10, le=10_000)
+    #: fetch oversample × k approximate (int8) neighbours and re-rank them with the float vectors
+    oversample: float = Field(default=2.0, ge=1.0, le=10.0)
+    shards: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=0, ge=0, le=8)
+    #: seconds before a request is abandoned
+    timeout: float = Field(default=10.0, gt=0, le=300)
 
 
 def _gpu_count() -> int:
@@ -194,3 +218,41 @@ class FaissVectorStore:
                 ivf = faiss.extract_index_ivf(index)
                 ivf.nprobe = min(store.config.nprobe, ivf.nlist)
         return store
+
+
+def open_vector_store(path: Path, dim: int | None, config: VectorStoreConfig,
+                      index_name: str) -> "FaissVectorStore | ElasticsearchVectorStore":
+    """The store of one embedding space: the FAISS file at ``path``, or the Elasticsearch
+    index ``<prefix>-<index_name>`` with its pointer file at ``path``. ``dim=None`` opens
+    a store only to remove from it (the file or the index knows its dimension)."""
+    from .vectors_elastic import ElasticsearchVectorStore, read_pointer
+
+    pointer = read_pointer(path)
+    if config.backend == "faiss":
+        if pointer is not None:
+            raise ConfigError(f"{path}: these vectors are in Elasticsearch index {pointer['index']!r}, "
+                              f"but the library's vector_store.backend is faiss")
+        return FaissVectorStore.load(path, dim, config)
+    if Path(path).exists() and pointer is None:
+        raise ConfigError(f"{path}: these vectors are in a FAISS file, "
+                          f"but the library's vector_store.backend is elasticsearch")
+    if pointer is not None and dim is not None and pointer.get("dim") not in (None, dim):
+        raise ValueError(f"{path}: index has dimension {pointer['dim']}, expected {dim}")
+    name = pointer["index"] if pointer is not None else re.sub(
+        r"[^a-z0-9_.-]", "_", f"{config.index_prefix}-{index_name}".lower())
+    return ElasticsearchVectorStore(dim if dim is not None else (pointer or {}).get("dim"), config, name, path)
+
+
+def drop_vector_store(path: Path, config: VectorStoreConfig) -> None:
+    """Delete one embedding space's store for good: its file and, if the file points to one,
+    its Elasticsearch index (the library is being deleted)."""
+    from .vectors_elastic import ElasticsearchVectorStore, read_pointer
+
+    pointer = read_pointer(path)
+    if pointer is not None:
+        store = ElasticsearchVectorStore(pointer.get("dim"), config, pointer["index"], path)
+        try:
+            store.drop()
+        finally:
+            store.close()
+    Path(path).unlink(missing_ok=True)

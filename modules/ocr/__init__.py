@@ -1,0 +1,5 @@
+"""On-screen text (the ``ocr`` module)."""
+
+from .module import OcrModule
+
+__all__ = ["OcrModule"]

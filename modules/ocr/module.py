@@ -1,0 +1,77 @@
+"""The ``ocr`` module: text on screen (titles, subtitles, signs, captions), as time-stamped lines.
+
+extract   each chunk of frames -> frames whose text may have changed are read with RapidOCR
+          (Chinese and English); the others reuse the last read (modules/ocr/reader.py)
+write     the medium's reads -> each line tracked over consecutive frames becomes one unit:
+          its text, time span, box and confidence
+rewrite   the parsed query's text and exact phrases (shared text-module search)
+recall    text-index matches, weighted by the line's OCR confidence
+aggregate touching lines merge into segments (search/segments.py)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from zhaopian.modules.text_module import TextModule, TextModuleConfig, TextSpan
+from zhaopian.search.stores.text import TextHit
+from zhaopian.search.stores.text_analysis import CJK_RE
+from zhaopian.search.types import Frame, MediaInfo
+
+from .reader import ChangeDetector, FrameText, OcrConfig, TextReader, scan_frames, track_lines
+
+
+class OcrModuleConfig(TextModuleConfig, OcrConfig):
+    #: a line continues over frames when its text is at least this similar (OCR jitters by a character)
+    line_similarity: float = Field(default=0.8, ge=0, le=1)
+    #: a line survives frames that miss it for up to this many seconds
+    line_gap: float = Field(default=1.0, ge=0)
+
+
+class OcrModule(TextModule):
+    name = "ocr"
+    Config = OcrModuleConfig
+
+    def __init__(self, config: OcrModuleConfig, context) -> None:
+        super().__init__(config, context)
+        self.reader = TextReader(OcrConfig(**{k: getattr(config, k) for k in OcrConfig.model_fields}))
+        self._detectors: dict[int, ChangeDetector] = {}  # per medium being indexed
+        self._lock = threading.Lock()
+
+    def _detector(self, media_id: int) -> ChangeDetector:
+        with self._lock:
+            if media_id not in self._detectors:
+                self._detectors[media_id] = ChangeDetector(self.config.change_threshold)
+            return self._detectors[media_id]
+
+    # ingestion ---------------------------------------------------------------------------------
+    def extract(self, media: MediaInfo, frames: Sequence[Frame]) -> list[FrameText]:
+        step = 0.0 if media.kind == "image" else media.sample_step
+        return scan_frames(frames, step, self.reader, self._detector(media.media_id))
+
+    def write(self, media: MediaInfo, features: list[list[FrameText]]) -> int:
+        with self._lock:
+            self._detectors.pop(media.media_id, None)
+        reads = [read for chunk in features for read in chunk]
+        if not reads:
+            return 0
+        lines = track_lines(reads, similarity=self.config.line_similarity, max_gap=self.config.line_gap)
+        end_limit = media.duration if media.duration > 0 else None
+        return self.store(media, [
+            TextSpan(line.start, min(line.end, end_limit) if end_limit else line.end, line.text,
+                     lang="zh" if CJK_RE.search(line.text) else "en",
+                     data={"box": [round(v, 4) for v in line.box], "score": line.score})
+            for line in lines])
+
+    def remove(self, media_ids: list[int]) -> None:
+        with self._lock:
+            for media_id in media_ids:
+                self._detectors.pop(media_id, None)
+        super().remove(media_ids)
+
+    # search ------------------------------------------------------------------------------------
+    def score(self, hit: TextHit) -> float:
+        return hit.score * float(hit.data.get("score", 1.0))
