@@ -191,11 +191,19 @@ def search_cmd(
     library: LibraryOpt = DEFAULT_LIBRARY,
     tenant: TenantOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many segments.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: {\"results\": [...]}.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: results with per-route scores and "
+                                                         "highlighted matches, the parsed query, timings.")] = False,
+    routes: Annotated[Optional[str], typer.Option(help="Only these routes, comma-separated "
+                                                  "(visual, labels, ocr, asr, meta).")] = None,
 ) -> None:
-    """Search a library by text or by image; prints segments (video, start, end, score)."""
+    """Search a library by text or by image; prints segments (video, start, end, score) and why they matched.
+
+    Cues steer the search: 说/says -> speech, 字幕/text on screen -> on-screen text; "quoted words" must
+    appear exactly; filters: #tag, type:video, shorter than 30 s, 2023年以后, since 2021.
+    """
     def body():
-        response = _service().search_report(text, image, library, tenant, top_k)
+        only = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
+        response = _service().search_report(text, image, library, tenant, top_k, only)
         if as_json:
             out.print_json(response.model_dump_json())
         else:

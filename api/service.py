@@ -183,14 +183,16 @@ class Service:
 
     # search ----------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
-               library: str = DEFAULT_LIBRARY, tenant: str | None = None, top_k: int = 10) -> list[Result]:
-        return self.search_report(text, image, library, tenant, top_k).results
+               library: str = DEFAULT_LIBRARY, tenant: str | None = None, top_k: int = 10,
+               routes: list[str] | None = None) -> list[Result]:
+        return self.search_report(text, image, library, tenant, top_k, routes).results
 
     def search_report(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                       library: str = DEFAULT_LIBRARY, tenant: str | None = None,
-                      top_k: int = 10) -> SearchResponse:
+                      top_k: int = 10, routes: list[str] | None = None) -> SearchResponse:
+        """Search one library; ``routes`` limits the modules used (default: all the library has)."""
         lib = self.library(library, tenant)
-        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k), self.rewriter)
+        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k), self.rewriter, routes)
         results = []
         for seg in report.segments:
             try:

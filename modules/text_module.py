@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from zhaopian.modules.base import Module, ModuleConfig, Query
+from zhaopian.search.catalog import Unit
 from zhaopian.search.segments import merge_hits
 from zhaopian.search.stores.text import TextDoc, TextHit, TextQuery
 from zhaopian.search.types import Hit, MediaInfo, Segment
@@ -87,9 +88,12 @@ class TextModule(Module):
     def recall(self, module_query: TextQuery, k: int) -> list[Hit]:
         found = self.context.text.search(module_query, k)
         units = self.context.media.ready_units([h.unit_id for h in found])
-        return [Hit(h.media_id, h.start, h.end, self.score(h), unit.thumb,
-                    detail={"text": h.text, "highlight": h.highlight, "field": h.field})
-                for h in found if (unit := units.get(h.unit_id))]
+        return [self.hit(h, unit, module_query) for h in found if (unit := units.get(h.unit_id))]
+
+    def hit(self, found: TextHit, unit: Unit, query: TextQuery) -> Hit:
+        """A recalled unit as a hit that carries its matched text and highlight."""
+        return Hit(found.media_id, found.start, found.end, self.score(found), unit.thumb,
+                   detail={"text": found.text, "highlight": found.highlight, "field": found.field})
 
     def aggregate(self, hits: list[Hit], module_query: Any) -> list[Segment]:
         return merge_hits(hits, self.name, max_gap=self.config.merge_gap, spread=self.config.merge_spread)

@@ -68,7 +68,9 @@ def _default_rewrite(text: str) -> ParsedQuery:
     return parse_query(text)
 
 
-def search(library: Library, query: Query, rewrite: Rewrite | None = None) -> SearchReport:
+def search(library: Library, query: Query, rewrite: Rewrite | None = None,
+           only: list[str] | None = None) -> SearchReport:
+    """Run ``query`` on ``library``; ``only`` limits the routes (modules) used, e.g. to evaluate one alone."""
     query = validate(query)
     timings: dict[str, float] = {}
     notes: list[str] = []
@@ -85,6 +87,11 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None) -> Se
         return SearchReport(_list_media(library, query), timings, parsed, [], notes)
 
     modules = library.modules
+    if only is not None:
+        unknown = sorted(set(only) - set(modules))
+        if unknown:
+            raise InvalidQuery(f"this library has no route {', '.join(unknown)}; it has {', '.join(modules)}")
+        modules = {n: m for n, m in modules.items() if n in only}
     if parsed.routes:
         steered = {n: m for n, m in modules.items() if n in parsed.routes}
         if steered:
