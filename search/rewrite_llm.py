@@ -35,6 +35,7 @@ repeated query costs no request; failures are not cached.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -50,7 +51,7 @@ from .errors import ConfigError
 from .rewrite import ROUTES, RewriteConfig, Rewriter, parse_query
 from .types import ParsedQuery, QueryFilters
 
-__all__ = ["ANSWER_SCHEMA", "LLMRewriter", "merge"]
+__all__ = ["ANSWER_SCHEMA", "LLMRewriter", "merge", "messages", "parse_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +122,28 @@ EXAMPLES: list[tuple[str, dict[str, Any] | None]] = [
     ("去年 张三 说 '欢迎光临' 的视频 shorter than 1 min", None),
     ("海边日落 只看图片 2023年以后", None),
     ("clip where the narrator explains photosynthesis",
-     {"text": "photosynthesis", "phrases": [], "routes": ["asr"], "filters": QueryFilters().model_dump(mode="json")}),
+     {"text": "photosynthesis", "phrases": [], "routes": ["asr"],
+      "filters": QueryFilters().model_dump(mode="json")}),
 ]
 
 
-def _example_answer(query: str, answer: dict[str, Any] | None, today: date) -> str:
-    if answer is None:
-        answer = parse_query(query, today=today).model_dump(mode="json", exclude={"source"})
-    return json.dumps(answer, ensure_ascii=False)
-
-
-def messages(text: str, today: date) -> list[dict[str, str]]:
-    """The chat sent for one query: system prompt, the worked examples, the query."""
+@functools.lru_cache(maxsize=4)
+def _preamble(today: date) -> tuple[dict[str, str], ...]:
+    """The system prompt and the worked examples for one day (the examples' dates depend on it)."""
     system = SYSTEM_PROMPT.format(today=today.isoformat(), weekday=today.strftime("%A"),
                                   last_year=today.year - 1, this_year=today.year)
     chat = [{"role": "system", "content": system}]
     for query, answer in EXAMPLES:
+        if answer is None:
+            answer = parse_query(query, today=today).model_dump(mode="json", exclude={"source"})
         chat += [{"role": "user", "content": query},
-                 {"role": "assistant", "content": _example_answer(query, answer, today)}]
-    chat.append({"role": "user", "content": text})
-    return chat
+                 {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)}]
+    return tuple(chat)
+
+
+def messages(text: str, today: date) -> list[dict[str, str]]:
+    """The chat sent for one query: system prompt, the worked examples, the query."""
+    return [dict(m) for m in _preamble(today)] + [{"role": "user", "content": text}]
 
 
 def _naive(value: Any) -> Any:
