@@ -31,7 +31,9 @@ from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
 from zhaopian.search.engine import search
 from zhaopian.search.errors import MediaError, NotFound
 from zhaopian.search.library import Library, LibraryConfig
+from zhaopian.search.rewrite import RewriteConfig, create_rewriter
 from zhaopian.search.stores.text import TextIndexLocation, create_text_index
+from zhaopian.search.stores.vectors import drop_vector_store
 from zhaopian.search.types import Match, ParsedQuery, Query
 
 from .settings import Settings
@@ -75,14 +77,18 @@ class Service:
         self.catalog = Catalog(self.settings.data_dir)
         self._libraries: dict[tuple[str, str], Library] = {}
         self._lock = threading.Lock()
-        #: text query -> ParsedQuery (rules by default; an LLM when configured)
-        self.rewriter: Callable[[str], ParsedQuery] | None = None
+        #: text query -> ParsedQuery (rules by default; an LLM when ZHAOPIAN_LLM_URL is set)
+        self._rewriter = create_rewriter(RewriteConfig(
+            llm_url=self.settings.llm_url, llm_model=self.settings.llm_model,
+            llm_api_key=self.settings.llm_api_key, timeout=self.settings.llm_timeout))
+        self.rewriter: Callable[[str], ParsedQuery] = self._rewriter.rewrite
         if self.settings.threads:
             import torch
 
             torch.set_num_threads(self.settings.threads)
 
     def close(self) -> None:
+        self._rewriter.close()
         for library in self._libraries.values():
             library.close()
         self._libraries.clear()
@@ -120,6 +126,8 @@ class Service:
         directory = self.catalog.library_dir(record)
         config = LibraryConfig.parse(record.config)
         create_text_index(config.text_index, TextIndexLocation(directory, record.tenant, record.name)).drop()
+        for store in directory.glob("*.faiss"):  # server-side vector indexes go too
+            drop_vector_store(store, config.vector_store)
         self.catalog.delete_library(tenant, name)
         shutil.rmtree(directory, ignore_errors=True)
 

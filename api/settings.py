@@ -6,13 +6,17 @@
     ZHAOPIAN_ENCODER      visual encoder of new libraries             (bundled)
                           e.g. chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16
     ZHAOPIAN_THREADS      CPU threads for models, 0 = library default (0)
+    ZHAOPIAN_ES_URL       Elasticsearch URL for libraries whose text index is elasticsearch
+    ZHAOPIAN_LLM_URL      an OpenAI-compatible endpoint (…/v1) that rewrites queries; off when unset
+    ZHAOPIAN_LLM_MODEL    its model name
+    ZHAOPIAN_LLM_API_KEY  its key (never logged)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zhaopian.modules.visual.encoders.base import EncoderConfig
@@ -26,6 +30,10 @@ class Settings(BaseSettings):
     tenant: str = "default"
     encoder: str = "bundled"
     threads: int = Field(default=0, ge=0, le=256)
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(default=5.0, gt=0, le=120)
 
     @field_validator("data_dir", "media_root")
     @classmethod

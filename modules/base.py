@@ -23,6 +23,7 @@ configuration is validated when the library is created, not at first use.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ class ModuleContext:
     vector_store: VectorStoreConfig
     #: the library's text index, shared by the text modules (each searches only its own units)
     text: TextIndex
+    #: tenant and library names: server-side stores (Elasticsearch) name their indexes with them
+    tenant: str = ""
+    library: str = ""
+
+    def store_name(self, *parts: str) -> str:
+        """A tenant-scoped name for a server-side store of this library, e.g. ``acme-news-visual-semantic``."""
+        raw = "-".join([self.tenant, self.library, *parts]).lower()
+        return re.sub(r"[^a-z0-9_.-]", "_", raw)
 
 
 class Module(ABC):

@@ -66,7 +66,8 @@ class Library:
         self.media = MediaCatalog(self.directory / "media.sqlite")
         self.text = create_text_index(self.config.text_index,
                                       TextIndexLocation(self.directory, record.tenant, record.name))
-        context = ModuleContext(self.directory, self.media, self.config.vector_store, self.text)
+        context = ModuleContext(self.directory, self.media, self.config.vector_store, self.text,
+                                record.tenant, record.name)
         self.modules = {name: manager.create(name, opts, context) for name, opts in self.config.modules.items()}
         self._thread_lock = threading.RLock()
         self._lock_depth = 0

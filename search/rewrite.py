@@ -155,7 +155,7 @@ import opencc
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from .errors import InvalidQuery
-from .stores.text_analysis import _jieba_lock
+from .stores.text_analysis import jieba_lock
 from .types import ParsedQuery, QueryFilters
 
 __all__ = [
@@ -366,7 +366,7 @@ TOKEN_RE = re.compile(r"\w+|\s+|[^\w\s]")
 
 def _segment(text: str) -> list[str]:
     """jieba's dictionary segmentation (no HMM guesses, so 张三说 is 张 三 说, not one name)."""
-    with _jieba_lock:
+    with jieba_lock:
         return jieba.lcut(text, HMM=False)
 
 

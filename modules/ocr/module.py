@@ -4,7 +4,8 @@ extract   each chunk of frames -> frames whose text may have changed are read wi
           (Chinese and English); the others reuse the last read (modules/ocr/reader.py)
 write     the medium's reads -> each line tracked over consecutive frames becomes one unit:
           its text, time span, box and confidence
-rewrite   the parsed query's text and exact phrases (shared text-module search)
+rewrite   the parsed query's text and exact phrases (shared text-module search); an image
+          query by the text in the image
 recall    text-index matches, weighted by the line's OCR confidence
 aggregate touching lines merge into segments (search/segments.py)
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import Field
 
+from zhaopian.modules.base import Query
 from zhaopian.modules.text_module import TextModule, TextModuleConfig, TextSpan
-from zhaopian.search.stores.text import TextHit
+from zhaopian.search.stores.text import TextHit, TextQuery
 from zhaopian.search.stores.text_analysis import CJK_RE
 from zhaopian.search.types import Frame, MediaInfo
 
@@ -73,5 +76,13 @@ class OcrModule(TextModule):
         super().remove(media_ids)
 
     # search ------------------------------------------------------------------------------------
+    def rewrite(self, query: Query) -> TextQuery | None:
+        """Text queries as usual; an image query (a screenshot, a photo of a sign) by the text it shows."""
+        if query.image is not None:
+            lines = self.reader.read(np.asarray(query.image.convert("RGB")))
+            text = " ".join(line.text for line in lines)
+            return self.text_query(text, [], query) if text.strip() else None
+        return super().rewrite(query)
+
     def score(self, hit: TextHit) -> float:
         return hit.score * float(hit.data.get("score", 1.0))

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError
 from zhaopian.search.segments import merge_hits
-from zhaopian.search.stores.vectors import FaissVectorStore, open_vector_store
+from zhaopian.search.stores.vectors import VectorStore, open_vector_store
 from zhaopian.search.types import Frame, Hit, MediaInfo, Segment
 
 from .encoders.base import EncoderConfig, l2_normalize
@@ -106,7 +106,7 @@ class VisualModule(Module):
     def __init__(self, config: VisualConfig, context: ModuleContext) -> None:
         super().__init__(config, context)
         self.encoder = create_encoder(config.encoder)
-        self._stores: dict[str, FaissVectorStore] = {}
+        self._stores: dict[str, VectorStore] = {}
         self._dirty: set[str] = set()
         self._checked = False
 
@@ -127,7 +127,7 @@ class VisualModule(Module):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(info))
 
-    def _store(self, space: str) -> FaissVectorStore:
+    def _store(self, space: str) -> VectorStore:
         if not self._checked:
             self.encoder.load()
             self._check_fingerprint()
@@ -135,7 +135,7 @@ class VisualModule(Module):
         if space not in self._stores:
             self._stores[space] = open_vector_store(self._store_path(space), self.encoder.spaces[space],
                                                     self.context.vector_store,
-                                                    f"{self.context.library_dir.name}-visual-{space}")
+                                                    self.context.store_name("visual", space))
         return self._stores[space]
 
     def _existing_spaces(self) -> list[str]:
@@ -167,7 +167,7 @@ class VisualModule(Module):
         for space in set(self._existing_spaces()) | set(self._stores):
             if space not in self._stores:  # removing needs no encoder: the file knows its dimension
                 self._stores[space] = open_vector_store(self._store_path(space), None, self.context.vector_store,
-                                                        f"{self.context.library_dir.name}-visual-{space}")
+                                                        self.context.store_name("visual", space))
             if self._stores[space].remove(ids):
                 self._dirty.add(space)
 

@@ -112,7 +112,13 @@ class TextIndex(ABC):
 
     @abstractmethod
     def flush(self) -> None:
-        """Commit queued writes atomically: after a crash either all of them are there or none."""
+        """Commit queued writes and make them visible.
+
+        The embedded backend commits atomically (all queued writes or none survive
+        a crash); a server backend sends them in order without a multi-document
+        transaction. Either way the core marks media ready only after a flush, and
+        a library removes the units of media that never became ready when it opens.
+        """
 
     @abstractmethod
     def search(self, query: TextQuery, k: int) -> list[TextHit]:

@@ -26,7 +26,7 @@ import jieba
 from snowballstemmer import stemmer as _snowball
 
 jieba.setLogLevel(logging.WARNING)
-_jieba_lock = threading.Lock()  # jieba loads its dictionary lazily and is not thread-safe while doing so
+jieba_lock = threading.Lock()  # jieba loads its dictionary lazily and is not thread-safe while doing so
 _english = _snowball("english")
 
 CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
@@ -39,7 +39,7 @@ def normalize(text: str) -> str:
 
 
 def _segment(text: str, search_mode: bool) -> list[str]:
-    with _jieba_lock:
+    with jieba_lock:
         pieces = jieba.lcut_for_search(text) if search_mode else jieba.lcut(text)
     return pieces
 

@@ -4,7 +4,8 @@ Documents are the same as in the embedded backend (``text_tantivy.py``), analyse
 in Python by ``text_analysis.py`` so both backends match alike:
 
 * ``words``  — ``words(text)`` (jieba, search mode) joined by spaces, indexed with
-  a whitespace tokenizer + ``lowercase`` + ``porter_stem`` (mentions ~ mentioned);
+  a whitespace tokenizer + ``lowercase`` + the Porter2 English stemmer
+  (mentions ~ mentioned; the same stems as tantivy's ``en_stem`` and the highlighter);
 * ``grams``  — ``grams(text)`` (CJK unigrams and bigrams), whitespace-analysed;
 * ``text``   — the original text, stored and also indexed with Elasticsearch's
   built-in ``cjk`` analyzer. It only adds a small share of score to units that
@@ -34,7 +35,6 @@ counting an index that does not exist yet finds nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -50,10 +50,11 @@ from elasticsearch import (
     TransportError,
     helpers,
 )
+
 from zhaopian.search.errors import ConfigError, StoreUnavailable
 
 from .text import TextDoc, TextHit, TextIndex, TextIndexConfig, TextQuery
-from .text_analysis import CJK_RE, contains_phrase, grams, highlight, query_grams, words
+from .text_analysis import contains_phrase, grams, highlight, query_grams, words
 
 URL_ENV = "ZHAOPIAN_ES_URL"
 #: ranking weights: words, CJK bigrams, and Elasticsearch's own CJK analysis of the stored text
@@ -66,8 +67,10 @@ MAX_WINDOW = 10_000
 MEDIA_PAGE = 10_000
 
 SETTINGS_ANALYSIS = {
+    # Porter2 (snowball English) as tantivy's ``en_stem`` and the highlighter: the same stems everywhere
+    "filter": {"zhaopian_english": {"type": "stemmer", "language": "porter2"}},
     "analyzer": {
-        "zhaopian_words": {"type": "custom", "tokenizer": "whitespace", "filter": ["lowercase", "porter_stem"]},
+        "zhaopian_words": {"type": "custom", "tokenizer": "whitespace", "filter": ["lowercase", "zhaopian_english"]},
         "zhaopian_grams": {"type": "custom", "tokenizer": "whitespace"},
     }
 }
@@ -184,7 +187,7 @@ class ElasticsearchTextIndex(TextIndex):
                 "unit_id": doc.unit_id, "media_id": doc.media_id, "module": doc.module, "field": doc.field,
                 "lang": doc.lang, "start": doc.start, "end": doc.end, "text": doc.text,
                 "words": " ".join(words(doc.text)), "grams": " ".join(grams(doc.text)),
-                "data": json.loads(json.dumps(doc.data)),  # plain JSON types only, as the embedded backend stores
+                "data": doc.data,
             },
         }
 
@@ -234,23 +237,24 @@ class ElasticsearchTextIndex(TextIndex):
     def _query(self, query: TextQuery) -> dict[str, Any] | None:
         """The bool query, or None when the query has nothing that can match."""
         ranking = []
-        query_words = " ".join(words(query.text, query=True))
+        query_words = " ".join(dict.fromkeys(words(query.text, query=True)))
         if query_words:
             ranking.append({"match": {"words": {"query": query_words, "boost": WORDS_BOOST}}})
-        bigrams = " ".join(query_grams(query.text))
+        bigrams = " ".join(dict.fromkeys(query_grams(query.text)))
         if bigrams:
             ranking.append({"match": {"grams": {"query": bigrams, "boost": GRAMS_BOOST}}})
         cjk = [{"match": {"text": {"query": query.text, "boost": CJK_BOOST}}}] if ranking else []
 
         phrases = [p for p in query.phrases if p.strip()]
-        filters: list[dict[str, Any]] = []
-        for phrase in phrases:  # a unit containing the phrase has all its bigrams and Latin words
-            latin = " ".join(w for w in words(phrase, query=True) if not CJK_RE.search(w))
-            if latin:
-                filters.append({"match": {"words": {"query": latin, "operator": "and"}}})
-            phrase_grams = " ".join(query_grams(phrase))
+        required: list[dict[str, Any]] = []
+        for phrase in phrases:  # a unit containing the phrase has all its bigrams and ASCII words
+            ascii_words = " ".join(w for w in words(phrase, query=True) if w.isascii())
+            if ascii_words:
+                required.append({"match": {"words": {"query": ascii_words, "operator": "and"}}})
+            phrase_grams = " ".join(dict.fromkeys(query_grams(phrase)))
             if phrase_grams:
-                filters.append({"match": {"grams": {"query": phrase_grams, "operator": "and"}}})
+                required.append({"match": {"grams": {"query": phrase_grams, "operator": "and"}}})
+        filters: list[dict[str, Any]] = []
         if query.modules is not None:
             filters.append({"terms": {"module": list(query.modules)}})
         if query.fields is not None:
@@ -258,8 +262,8 @@ class ElasticsearchTextIndex(TextIndex):
         if query.media_ids is not None:
             filters.append({"terms": {"media_id": [int(m) for m in query.media_ids]}})
 
-        if phrases:  # the phrases decide what matches; the words only rank
-            return {"bool": {"should": ranking + cjk, "filter": filters}}
+        if phrases:  # the phrases decide what matches (and score, as in the embedded index); the words only rank
+            return {"bool": {"must": required, "should": ranking + cjk, "filter": filters}}
         if not ranking:
             return None
         return {"bool": {"must": [{"bool": {"should": ranking, "minimum_should_match": 1}}], "should": cjk,

@@ -40,6 +40,8 @@ from .text_analysis import contains_phrase, grams, highlight, query_grams, stem,
 GRAM_BOOST = 0.5
 #: with phrases, fetch this many times k before the exact check drops near misses
 PHRASE_OVERFETCH = 5
+#: ... and stop looking after this many candidates
+MAX_PHRASE_CANDIDATES = 10_000
 WRITER_HEAP = 50_000_000
 
 
@@ -160,22 +162,28 @@ class TantivyTextIndex(TextIndex):
         if (tq := self._build(query)) is None or (searcher := self._searcher()) is None:
             return []
         phrases = [p for p in query.phrases if p.strip()]
-        limit = k * PHRASE_OVERFETCH if phrases else k
         hits: list[TextHit] = []
-        for score, address in searcher.search(tq, limit).hits:
-            doc = searcher.doc(address)
-            payload = json.loads(bytes(doc["payload"][0]))
-            text = payload["text"]
-            if phrases and not all(contains_phrase(text, p) for p in phrases):
-                continue
-            hits.append(TextHit(
-                unit_id=int(doc["unit_id"][0]), media_id=int(doc["media_id"][0]), module=doc["module"][0],
-                start=float(doc["start"][0]), end=float(doc["end"][0]), score=float(score), text=text,
-                field=doc["field"][0], lang=doc["lang"][0], data=payload.get("data") or {},
-                highlight=highlight(text, query.text, phrases)))
-            if len(hits) == k:
-                break
-        return hits
+        # with phrases, candidates are fetched in growing pages until k of them hold the exact phrase
+        limit, offset = (k * PHRASE_OVERFETCH if phrases else k), 0
+        while True:
+            page = searcher.search(tq, limit, offset=offset).hits
+            for score, address in page:
+                doc = searcher.doc(address)
+                payload = json.loads(bytes(doc["payload"][0]))
+                text = payload["text"]
+                if phrases and not all(contains_phrase(text, p) for p in phrases):
+                    continue
+                hits.append(TextHit(
+                    unit_id=int(doc["unit_id"][0]), media_id=int(doc["media_id"][0]), module=doc["module"][0],
+                    start=float(doc["start"][0]), end=float(doc["end"][0]), score=float(score), text=text,
+                    field=doc["field"][0], lang=doc["lang"][0], data=payload.get("data") or {},
+                    highlight=highlight(text, query.text, phrases)))
+                if len(hits) == k:
+                    return hits
+            if not phrases or len(page) < limit or offset + limit >= MAX_PHRASE_CANDIDATES:
+                return hits
+            offset += limit
+            limit *= 2
 
     def count(self, module: str | None = None) -> int:
         if (searcher := self._searcher()) is None:

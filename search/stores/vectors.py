@@ -23,11 +23,12 @@ opens whichever the library's config names.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import faiss
 import numpy as np
@@ -220,13 +221,32 @@ class FaissVectorStore:
         return store
 
 
+#: what the pointer file of an Elasticsearch store says its backend is
+POINTER_BACKEND = "elasticsearch"
+
+
+#: what a module holds for one embedding space
+VectorStore = Union["FaissVectorStore", "ElasticsearchVectorStore"]
+
+
+def read_pointer(path: Path) -> dict[str, Any] | None:
+    """The pointer an Elasticsearch store left at ``path`` (index name and dimension),
+    or None: no file, or a FAISS file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as fh:
+        if fh.read(1) != b"{":  # FAISS files start with a four-letter code
+            return None
+    data = json.loads(path.read_text())
+    return data if data.get("backend") == POINTER_BACKEND else None
+
+
 def open_vector_store(path: Path, dim: int | None, config: VectorStoreConfig,
                       index_name: str) -> "FaissVectorStore | ElasticsearchVectorStore":
     """The store of one embedding space: the FAISS file at ``path``, or the Elasticsearch
     index ``<prefix>-<index_name>`` with its pointer file at ``path``. ``dim=None`` opens
     a store only to remove from it (the file or the index knows its dimension)."""
-    from .vectors_elastic import ElasticsearchVectorStore, read_pointer
-
     pointer = read_pointer(path)
     if config.backend == "faiss":
         if pointer is not None:
@@ -238,6 +258,8 @@ def open_vector_store(path: Path, dim: int | None, config: VectorStoreConfig,
                           f"but the library's vector_store.backend is elasticsearch")
     if pointer is not None and dim is not None and pointer.get("dim") not in (None, dim):
         raise ValueError(f"{path}: index has dimension {pointer['dim']}, expected {dim}")
+    from .vectors_elastic import ElasticsearchVectorStore
+
     name = pointer["index"] if pointer is not None else re.sub(
         r"[^a-z0-9_.-]", "_", f"{config.index_prefix}-{index_name}".lower())
     return ElasticsearchVectorStore(dim if dim is not None else (pointer or {}).get("dim"), config, name, path)
@@ -246,10 +268,10 @@ def open_vector_store(path: Path, dim: int | None, config: VectorStoreConfig,
 def drop_vector_store(path: Path, config: VectorStoreConfig) -> None:
     """Delete one embedding space's store for good: its file and, if the file points to one,
     its Elasticsearch index (the library is being deleted)."""
-    from .vectors_elastic import ElasticsearchVectorStore, read_pointer
-
     pointer = read_pointer(path)
     if pointer is not None:
+        from .vectors_elastic import ElasticsearchVectorStore
+
         store = ElasticsearchVectorStore(pointer.get("dim"), config, pointer["index"], path)
         try:
             store.drop()
