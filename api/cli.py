@@ -99,6 +99,8 @@ def library_create(
     modules: Annotated[str, typer.Option(help="Comma-separated modules to run.")] = ",".join(DEFAULT_MODULES),
     index: Annotated[str, typer.Option(help="Vector index: auto, flat, sq8 or ivf-sq8.")] = "auto",
     fps: Annotated[float, typer.Option(help="Frames sampled per second of video.")] = 1.0,
+    text_index: Annotated[str, typer.Option(help="Text index: tantivy (embedded) or elasticsearch.")] = "tantivy",
+    es_url: Annotated[Optional[str], typer.Option(help="Elasticsearch URL (default: ZHAOPIAN_ES_URL).")] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Create a library with its own index configuration."""
@@ -107,7 +109,8 @@ def library_create(
         svc = _service()
         spec = encoder or svc.settings.encoder
         names = [m.strip() for m in modules.split(",") if m.strip()]
-        record = svc.create_library(name, svc.default_config(spec, names, fps, index), tenant)
+        config = svc.default_config(spec, names, fps, index, text_index, es_url)
+        record = svc.create_library(name, config, tenant)
         out.print(f"created library {record.name!r} (tenant {record.tenant!r}, encoder {spec})")
 
     run(body)

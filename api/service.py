@@ -96,14 +96,20 @@ class Service:
 
     # libraries -------------------------------------------------------------------------------
     def default_config(self, encoder: str | None = None, modules: Iterable[str] = DEFAULT_MODULES,
-                       sample_fps: float = 1.0, index: str = "auto") -> LibraryConfig:
-        """A library config from the usual choices; the encoder spec defaults to ZHAOPIAN_ENCODER."""
+                       sample_fps: float = 1.0, index: str = "auto", text_index: str = "tantivy",
+                       es_url: str | None = None) -> LibraryConfig:
+        """A library config from the usual choices; the encoder spec defaults to ZHAOPIAN_ENCODER.
+
+        ``text_index="elasticsearch"`` keeps the text units in Elasticsearch at ``es_url``
+        (default: ZHAOPIAN_ES_URL, read when the library opens).
+        """
         spec = encoder or self.settings.encoder
         options = {name: {} for name in modules}
         if "visual" in options:
             options["visual"] = {"encoder": EncoderConfig.parse_spec(spec).model_dump(mode="json")}
+        text = {"backend": text_index, "url": [es_url] if es_url else []}
         return LibraryConfig.parse({"modules": options, "sample_fps": sample_fps,
-                                    "vector_store": {"index": index}})
+                                    "vector_store": {"index": index}, "text_index": text})
 
     def create_library(self, name: str, config: LibraryConfig | dict[str, Any] | None = None,
                        tenant: str | None = None) -> LibraryRecord:
