@@ -315,16 +315,22 @@ def demo(
 
         queries = load_queries(demo_dir)
         found = {q.id: _ask(svc, q, demo_dir, library, top_k) for q in queries}  # each query runs once
-        picks = [next(q for q in queries if q.kind == "text" and q.lang == "zh"),
-                 next(q for q in queries if q.kind == "text" and q.lang == "en"),
-                 next(q for q in queries if q.kind == "image")]
+        firsts = [("text", "zh", "visual"), ("text", "en", "visual"), ("image", None, "visual"),
+                  ("text", None, "ocr"), ("text", None, "asr")]
+        picks = [q for kind, lang, about in firsts
+                 for q in [next((q for q in queries if q.kind == kind and q.about == about
+                                 and (lang is None or q.lang == lang)), None)] if q is not None]
         for q in picks:
             what = f"image query {query_image_path(demo_dir, q).name}" if q.kind == "image" else f'{q.lang} query "{q.query}"'
             print_results(found[q.id], f"\n{what}  (expected {q.video} {fmt_time(q.start)}-{fmt_time(q.end)})")
 
-        hits = sum(bool(found[q.id]) and _matches(found[q.id][0], q) for q in queries)
+        first = {q.id: bool(found[q.id]) and _matches(found[q.id][0], q) for q in queries}
+        hits = sum(first.values())
+        by_kind = ", ".join(f"{about} {sum(first[q.id] for q in group)}/{len(group)}"
+                            for about in ("visual", "ocr", "asr")
+                            if (group := [q for q in queries if q.about == about]))
         out.print(f"\nall {len(queries)} labelled demo queries: right segment first for {hits} "
-                  f"(R@1 = {hits / len(queries):.2f})", highlight=False)
+                  f"(R@1 = {hits / len(queries):.2f}; {by_kind})", highlight=False)
 
     run(body)
 

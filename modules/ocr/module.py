@@ -34,6 +34,16 @@ class OcrModuleConfig(TextModuleConfig, OcrConfig):
     line_gap: float = Field(default=1.0, ge=0)
 
 
+#: at most this many distinct readings of one line are indexed (a counter ticking on screen)
+MAX_READINGS = 5
+
+
+def _text(line) -> str:
+    """A line's text; when OCR read it differently over time, the other readings too (``a / b``)."""
+    readings = list(dict.fromkeys([line.text, *getattr(line, "readings", ())]))[:MAX_READINGS]
+    return " / ".join(readings)
+
+
 class OcrModule(TextModule):
     name = "ocr"
     Config = OcrModuleConfig
@@ -64,7 +74,7 @@ class OcrModule(TextModule):
         lines = track_lines(reads, similarity=self.config.line_similarity, max_gap=self.config.line_gap)
         end_limit = media.duration if media.duration > 0 else None
         return self.store(media, [
-            TextSpan(line.start, min(line.end, end_limit) if end_limit else line.end, line.text,
+            TextSpan(line.start, min(line.end, end_limit) if end_limit else line.end, _text(line),
                      lang="zh" if CJK_RE.search(line.text) else "en",
                      data={"box": [round(v, 4) for v in line.box], "score": line.score})
             for line in lines])
