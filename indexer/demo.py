@@ -456,7 +456,7 @@ class _Plan:
             "size": list(SIZE),
             "fps": FPS,
             "videos": {**{v.name + self.ext: video_seconds(v) for v in self.videos},
-                       NARRATED: narrated_truth()["duration"]},
+                       **({NARRATED: narrated_truth()["duration"]} if has_narrated() else {})},
             "stills": [s.name for s in self.stills],
             "queries": [f"{QUERY_DIR}/{p.file}" for item in [*self.videos, *self.stills] for p in _probes(item)],
             "skipped": self.skipped,
@@ -519,7 +519,13 @@ def narrated_truth() -> dict:
     return json.loads((NARRATED_DIR / "narrated.json").read_text(encoding="utf-8"))
 
 
+def has_narrated() -> bool:
+    return (NARRATED_DIR / NARRATED).is_file() and (NARRATED_DIR / "narrated.json").is_file()
+
+
 def narrated_queries() -> list[LabelledQuery]:
+    if not has_narrated():
+        return []
     truth = narrated_truth()
     out = []
     for i, q in enumerate(truth["queries"], 1):
@@ -637,7 +643,8 @@ def build_demo(out_dir: Path | str) -> Path:
         jobs += [pool.submit(_build_still, still, plan, out_dir) for still in plan.stills]
         for job in jobs:
             job.result()
-    _save_atomic(lambda tmp: shutil.copyfile(NARRATED_DIR / NARRATED, tmp), out_dir / NARRATED)
+    if has_narrated():
+        _save_atomic(lambda tmp: shutil.copyfile(NARRATED_DIR / NARRATED, tmp), out_dir / NARRATED)
     built = {*expected["videos"], *expected["stills"]}
     text = "".join(json.dumps(q.model_dump(), ensure_ascii=False) + "\n"
                    for q in declared_queries(plan.ext) if q.video in built)
