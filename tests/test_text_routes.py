@@ -15,6 +15,8 @@ from zhaopian.search.fusion import fuse
 from zhaopian.search.library import FusionConfig
 from zhaopian.search.types import Match, Segment
 
+pytest_plugins = ["elastic"]
+
 META_LIBRARY = {"modules": {"visual": {"encoder": COLOR_ENCODER}, "meta": {}}}
 
 
@@ -167,3 +169,20 @@ def test_query_image_and_green_still_via_visual(service, meta_library, media_roo
     query = write_image(media_root / "q.png", GREEN)
     top = service.search(image=query, library=meta_library, top_k=1)[0]
     assert top.routes.keys() == {"visual"}  # metadata does not answer image queries
+
+
+# -- the same through Elasticsearch ------------------------------------------------------------------
+def test_a_library_on_elasticsearch_searches_and_deletes_like_the_embedded_one(service, colour_videos, es_url):
+    config = {**META_LIBRARY, "text_index": {"backend": "elasticsearch", "url": [es_url], "index_prefix": "zp-routes"}}
+    service.create_library("es", config)
+    assert all(r.status == "indexed" for r in service.index(list(colour_videos.values()), library="es"))
+    b = medium(service, "es", "b.mp4")
+    service.update_medium(b.id, "es", title="港珠澳大桥航拍")
+    top = service.search_report("大桥", library="es").results[0]
+    assert top.video.endswith("b.mp4") and top.matches[0].highlight == "港珠澳<em>大桥</em>航拍"
+    lib = service.library("es")
+    assert lib.text.media_ids() == {m.id for m in service.media(library="es")}
+    service.delete_library("es")
+    import httpx
+
+    assert httpx.head(f"{es_url}/zp-routes-default-es-text").status_code == 404
