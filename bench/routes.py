@@ -1,0 +1,117 @@
+"""Hybrid search against each route alone, on the demo's labelled queries.
+
+The bundled demo (``zhaopian.indexer.demo.build_demo``) is indexed once with every
+offline module (visual, labels, ocr, asr, meta). Each labelled query (Chinese and
+English text about what is seen, on screen or said, and image queries) then runs
+
+* through one route at a time (``Service.search(..., routes=[name])``), and
+* through all of them, fused by reciprocal-rank fusion (the default) and by the
+  normalised-score blend,
+
+and is scored by where the first right segment lands: the labelled medium, overlapping
+the labelled span (a still: the result contains its instant). Reported per route and
+per query kind: R@1, R@5 and MRR (reciprocal rank of the first right result in the top
+10; 0 when it is not there).
+
+    python bench/routes.py                      # ~2 min on 2 cores (the demo build is cached)
+    python bench/routes.py --json routes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from machine import machine_info  # bench/machine.py
+
+from zhaopian.api.service import Result, Service
+from zhaopian.api.settings import Settings
+from zhaopian.indexer.demo import LabelledQuery, build_demo, load_queries, query_image_path
+from zhaopian.indexer.ingest import MEDIA_SUFFIXES
+
+ROUTES = ["visual", "labels", "ocr", "asr", "meta"]
+TOP = 10
+
+
+def is_right(result: Result, q: LabelledQuery) -> bool:
+    if Path(result.video).name != q.video:
+        return False
+    if q.start == q.end:
+        return result.start <= q.start <= result.end
+    return max(result.start, q.start) < min(result.end, q.end)
+
+
+def rank(results: list[Result], q: LabelledQuery) -> int | None:
+    return next((i for i, r in enumerate(results, 1) if is_right(r, q)), None)
+
+
+def scores(ranks: list[int | None]) -> dict[str, float]:
+    n = len(ranks) or 1
+    return {"R@1": sum(r == 1 for r in ranks) / n, "R@5": sum(r is not None and r <= 5 for r in ranks) / n,
+            "MRR": sum(1 / r for r in ranks if r) / n, "n": len(ranks)}
+
+
+def kind_of(q: LabelledQuery) -> str:
+    return "image" if q.kind == "image" else f"text:{q.about}"
+
+
+def run(cache_dir: Path) -> dict:
+    demo_dir = build_demo(cache_dir / "demo")
+    with tempfile.TemporaryDirectory() as data:
+        svc = Service(Settings(data_dir=data, media_root=demo_dir, threads=1))
+        svc.create_library("bench", svc.default_config())
+        files = sorted(p for p in demo_dir.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
+        indexed = svc.index(files, "bench")
+        assert all(r.status != "failed" for r in indexed), [r.message for r in indexed if r.status == "failed"]
+        queries = load_queries(demo_dir)
+
+        def ask(q: LabelledQuery, routes: list[str] | None) -> list[Result]:
+            if q.kind == "image":
+                return svc.search(image=query_image_path(demo_dir, q), library="bench", top_k=TOP, routes=routes)
+            return svc.search(q.query, library="bench", top_k=TOP, routes=routes)
+
+        ranks: dict[str, dict[str, int | None]] = {}
+        for route in ROUTES:
+            ranks[route] = {q.id: rank(ask(q, [route]), q) for q in queries}
+        ranks["hybrid (rrf)"] = {q.id: rank(ask(q, None), q) for q in queries}
+        lib = svc.library("bench")
+        lib.config.fusion.method = "blend"
+        ranks["hybrid (blend)"] = {q.id: rank(ask(q, None), q) for q in queries}
+        svc.close()
+    kinds = sorted({kind_of(q) for q in queries})
+    table = {}
+    for name, by_id in ranks.items():
+        table[name] = {"all": scores(list(by_id.values()))}
+        for kind in kinds:
+            table[name][kind] = scores([by_id[q.id] for q in queries if kind_of(q) == kind])
+    return {"machine": machine_info(), "queries": len(queries), "kinds": {k: sum(kind_of(q) == k for q in queries)
+                                                                          for k in kinds}, "table": table}
+
+
+def markdown(report: dict) -> str:
+    kinds = list(report["kinds"])
+    head = "| route | R@1 | R@5 | MRR | " + " | ".join(f"R@1 {k} ({report['kinds'][k]})" for k in kinds) + " |"
+    lines = [head, "|" + "---|" * (4 + len(kinds))]
+    for name, row in report["table"].items():
+        a = row["all"]
+        lines.append(f"| {name} | {a['R@1']:.2f} | {a['R@5']:.2f} | {a['MRR']:.2f} | "
+                     + " | ".join(f"{row[k]['R@1']:.2f}" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "zhaopian-bench")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    report = run(args.cache_dir)
+    print(f"{report['queries']} labelled demo queries: {report['kinds']}")
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
