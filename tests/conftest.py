@@ -12,6 +12,20 @@ COLOR_ENCODER = {"backend": "color_encoder:ColorEncoder"}
 COLOR_LIBRARY = {"modules": {"visual": {"encoder": COLOR_ENCODER}}}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Models assembled at run time (the bundled Whisper) go to one temporary folder per test session."""
+    import os
+
+    saved = os.environ.get("ZHAOPIAN_CACHE_DIR")
+    os.environ["ZHAOPIAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("ZHAOPIAN_CACHE_DIR", None)
+    else:
+        os.environ["ZHAOPIAN_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small models gain nothing from threads, and spinning threads crawl on a busy 2-core machine;
