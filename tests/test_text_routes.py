@@ -72,10 +72,16 @@ def test_cue_for_a_route_the_library_lacks_searches_everything_with_a_note(servi
     assert response.results and response.notes and "asr" in response.notes[0]
 
 
-def test_only_cues_or_punctuation_is_a_clear_error(service, meta_library):
-    for query in ["？？！！", "字幕"]:
-        with pytest.raises(InvalidQuery):
+def test_malformed_queries_get_a_clear_error_or_a_sane_result(service, meta_library):
+    for query in ["？？！！", "字幕", "\x00\x07\x1b", "   "]:
+        with pytest.raises(InvalidQuery, match="nothing to search for|empty query"):
             service.search(query, library=meta_library)
+    with pytest.raises(InvalidQuery, match="too long"):
+        service.search("猫" * 10_000, library=meta_library)
+    with pytest.raises(InvalidQuery, match="impossible|contradict|longer|shorter"):
+        service.search("red longer than 10 min shorter than 1 min", library=meta_library)
+    assert service.search("re\x00d\u200b \x1b蓝色", library=meta_library)  # control characters dropped
+    assert service.search('"unbalanced quote red', library=meta_library)
 
 
 def test_deleting_a_medium_removes_its_text(service, meta_library):
