@@ -12,7 +12,7 @@ the build needs no network:
 * optional extras, used only when installed: Debian's ``opencv-doc`` sample
   photos (an orange, a squirrel, a butterfly) and scikit-learn's sample photo
   of the Summer Palace;
-* ``demo_media/narrated.mp4``, shipped with zhaopian: photos with burned-in
+* in a source checkout, ``tests/data/narrated.mp4``: photos with burned-in
   Chinese and English text and a synthesized narration in both languages, for
   the on-screen-text and speech routes (its queries come from ``narrated.json``).
 
@@ -52,9 +52,11 @@ from pydantic import BaseModel, ConfigDict
 
 #: bump when anything that changes the output changes (shots, queries, encoding)
 DEMO_VERSION = "2"
-#: a narrated clip with burned-in Chinese and English text, shipped with zhaopian (made by
-#: tests/data/make_narrated.py): it gives the demo queries for the on-screen-text and speech routes
-NARRATED_DIR = Path(__file__).resolve().parent / "demo_media"
+#: a narrated clip with burned-in Chinese and English text and its ground truth (made by
+#: tests/data/make_narrated.py): in a source checkout it adds queries for the on-screen-text and
+#: speech routes. It is a test asset, not part of the installed package: its Mandarin voice model
+#: was trained on a corpus licensed for non-commercial use (tests/data/NOTICE.md).
+NARRATED_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"
 NARRATED = "narrated.mp4"
 #: the labelled query file, written beside the media
 DEMO_QUERIES = "queries.jsonl"
@@ -602,8 +604,9 @@ def _notice(plan: _Plan) -> str:
                      f"| {src.licence} | {src.credit} |")
     if plan.skipped:
         lines += ["", "Not built (optional source not installed): " + "; ".join(plan.skipped) + "."]
-    lines += ["", f"`{NARRATED}` ships with zhaopian; its sources and licences: "
-              f"`zhaopian/indexer/demo_media/NOTICE.md`."]
+    if has_narrated():
+        lines += ["", f"`{NARRATED}` is zhaopian's test clip; its sources and licences: `tests/data/NOTICE.md` "
+                  "in the source tree."]
     lines += [
         "",
         "Package licences: scikit-image BSD-3-Clause (per-image notes in `skimage/data/_fetchers.py`);",
