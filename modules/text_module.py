@@ -7,8 +7,9 @@ all of them:
 
 rewrite   the parsed query's free text and exact phrases, restricted to this module's units
           (and to the media the query's filters allow)
-recall    the text index's best units, kept only if their medium is ready; each hit carries the
-          matched text and its highlight, so results can say why they were found
+recall    the text index's best units that contain enough of the query (``min_coverage``),
+          kept only if their medium is ready; each hit carries the matched text and its
+          highlight, so results can say why they were found
 aggregate touching units merge into segments (search/segments.py)
 """
 
@@ -24,10 +25,14 @@ from zhaopian.modules.base import Module, ModuleConfig, Query
 from zhaopian.search.catalog import Unit
 from zhaopian.search.segments import merge_hits
 from zhaopian.search.stores.text import TextDoc, TextHit, TextQuery
+from zhaopian.search.stores.text_analysis import coverage
 from zhaopian.search.types import Hit, MediaInfo, Segment
 
 
 class TextModuleConfig(ModuleConfig):
+    #: a unit must contain at least this share of the query's words and CJK bigrams (stop words
+    #: aside), so one shared word does not make a sentence match a long description; 0 keeps all
+    min_coverage: float = Field(default=0.5, ge=0, le=1)
     #: segments: units at most this many seconds apart can merge
     merge_gap: float = Field(default=1.0, ge=0)
     #: segments: a neighbour joins when its score is within spread × (score range) of the seed
@@ -45,6 +50,11 @@ class TextSpan:
     field: str = "text"
     lang: str = ""
     data: dict[str, Any] = dc_field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImageTextQuery(TextQuery):
+    """A text query read off a query image (its labels, its on-screen text): any part of it may match."""
 
 
 class TextModule(Module):
@@ -77,9 +87,10 @@ class TextModule(Module):
             return None
         return self.text_query(parsed.text, parsed.phrases, query)
 
-    def text_query(self, text: str, phrases: list[str], query: Query) -> TextQuery:
+    def text_query(self, text: str, phrases: list[str], query: Query, from_image: bool = False) -> TextQuery:
         allowed = None if query.media_ids is None else tuple(sorted(query.media_ids))
-        return TextQuery(text=text, phrases=tuple(phrases), modules=(self.name,), media_ids=allowed)
+        kind = ImageTextQuery if from_image else TextQuery
+        return kind(text=text, phrases=tuple(phrases), modules=(self.name,), media_ids=allowed)
 
     def score(self, hit: TextHit) -> float:
         """A unit's score from its text match; modules weigh in their own confidence."""
@@ -87,8 +98,14 @@ class TextModule(Module):
 
     def recall(self, module_query: TextQuery, k: int) -> list[Hit]:
         found = self.context.text.search(module_query, k)
+        if module_query.text.strip() and (floor := self.min_coverage(module_query)) > 0:
+            found = [h for h in found if coverage(module_query.text, h.text) >= floor]
         units = self.context.media.ready_units([h.unit_id for h in found])
         return [self.hit(h, unit, module_query) for h in found if (unit := units.get(h.unit_id))]
+
+    def min_coverage(self, query: TextQuery) -> float:
+        """How much of the query a unit must contain (see ``TextModuleConfig.min_coverage``)."""
+        return 0.0 if isinstance(query, ImageTextQuery) else self.config.min_coverage
 
     def hit(self, found: TextHit, unit: Unit, query: TextQuery) -> Hit:
         """A recalled unit as a hit that carries its matched text and highlight."""

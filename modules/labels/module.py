@@ -122,7 +122,7 @@ class LabelsModule(TextModule):
             [classes] = self.top(self.classify([query.image]), self.config.query_min_probability)
             if not classes:
                 return None
-            return self.text_query(" ".join(class_names_en()[c] for c, _ in classes), [], query)
+            return self.text_query(" ".join(class_names_en()[c] for c, _ in classes), [], query, from_image=True)
         return super().rewrite(query)
 
     def score(self, hit: TextHit) -> float:

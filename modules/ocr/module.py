@@ -91,7 +91,7 @@ class OcrModule(TextModule):
         if query.image is not None:
             lines = self.reader.read(np.asarray(query.image.convert("RGB")))
             text = " ".join(line.text for line in lines)
-            return self.text_query(text, [], query) if text.strip() else None
+            return self.text_query(text, [], query, from_image=True) if text.strip() else None
         return super().rewrite(query)
 
     def score(self, hit: TextHit) -> float:

@@ -11,6 +11,10 @@
 * :func:`normalize` / :func:`contains_phrase` — exact-phrase checks on the
   stored text: NFKC, case and whitespace folded.
 * :func:`highlight` — the stored text with matches wrapped in ``<em>…</em>``.
+* :func:`query_words` — a query's words without stop words (the, of, 的, 了, ...)
+  unless nothing else is left; :func:`coverage` — the share of a query's terms
+  a text contains, which text routes use to drop units that match only a
+  small part of a long query.
 """
 
 from __future__ import annotations
@@ -23,11 +27,17 @@ import unicodedata
 from collections.abc import Iterable
 
 import jieba
+import stopwordsiso
+from jieba.analyse.tfidf import KeywordExtractor
 from snowballstemmer import stemmer as _snowball
 
 jieba.setLogLevel(logging.WARNING)
 jieba_lock = threading.Lock()  # jieba loads its dictionary lazily and is not thread-safe while doing so
 _english = _snowball("english")
+
+#: English: jieba's keyword-extraction stop words (short, safe: "the", "of", "and", ...) and "a";
+#: Chinese: the stopwords-iso list (的, 了, 在, 我们, 一些, ...)
+STOP_WORDS = frozenset(KeywordExtractor.STOP_WORDS) | {"a"} | frozenset(stopwordsiso.stopwords("zh"))
 
 CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -52,6 +62,14 @@ def words(text: str, query: bool = False) -> list[str]:
     return out
 
 
+def query_words(text: str) -> list[str]:
+    """The words a query looks for: :func:`words` in query mode without stop words (all of them
+    when the query has nothing but stop words)."""
+    found = words(text, query=True)
+    kept = [w for w in found if w not in STOP_WORDS]
+    return kept or found
+
+
 def grams(text: str) -> list[str]:
     """CJK unigrams and bigrams of every CJK run (``猫在键盘`` -> 猫 在 键 盘 猫在 在键 键盘)."""
     out: list[str] = []
@@ -72,6 +90,20 @@ def query_grams(text: str) -> list[str]:
 def stem(word: str) -> str:
     """English (Porter2) stem of a lower-cased word; other scripts pass through."""
     return _english.stemWord(word) if word.isascii() else word
+
+
+def query_terms(text: str) -> set[str]:
+    """What :func:`coverage` counts: stemmed query words and the query's CJK bigrams."""
+    return {stem(w) for w in query_words(text)} | set(query_grams(text))
+
+
+def coverage(query_text: str, text: str) -> float:
+    """The share (0..1) of the query's terms that ``text`` contains; 1.0 for a query without terms."""
+    wanted = query_terms(query_text)
+    if not wanted:
+        return 1.0
+    have = {stem(w) for w in words(text)} | set(grams(text))
+    return len(wanted & have) / len(wanted)
 
 
 def contains_phrase(text: str, phrase: str) -> bool:
@@ -105,7 +137,7 @@ def _word_spans(text: str, query_words: Iterable[str]) -> list[tuple[int, int]]:
 
 def highlight(text: str, query_text: str = "", phrases: Iterable[str] = ()) -> str:
     """``text`` HTML-escaped, with phrases, query words and query bigrams wrapped in ``<em>``."""
-    qwords = words(query_text, query=True) if query_text else []
+    qwords = query_words(query_text) if query_text else []
     cjk = [w for w in qwords if CJK_RE.fullmatch(w)] + query_grams(query_text)
     spans = _spans(text, [*phrases, *cjk]) + _word_spans(text, qwords)
     if not spans:

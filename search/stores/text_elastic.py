@@ -54,7 +54,7 @@ from elasticsearch import (
 from zhaopian.search.errors import ConfigError, StoreUnavailable
 
 from .text import TextDoc, TextHit, TextIndex, TextIndexConfig, TextQuery
-from .text_analysis import contains_phrase, grams, highlight, query_grams, words
+from .text_analysis import contains_phrase, grams, highlight, query_grams, query_words, words
 
 URL_ENV = "ZHAOPIAN_ES_URL"
 #: ranking weights: words, CJK bigrams, and Elasticsearch's own CJK analysis of the stored text
@@ -237,9 +237,9 @@ class ElasticsearchTextIndex(TextIndex):
     def _query(self, query: TextQuery) -> dict[str, Any] | None:
         """The bool query, or None when the query has nothing that can match."""
         ranking = []
-        query_words = " ".join(dict.fromkeys(words(query.text, query=True)))
-        if query_words:
-            ranking.append({"match": {"words": {"query": query_words, "boost": WORDS_BOOST}}})
+        wanted = " ".join(dict.fromkeys(query_words(query.text)))
+        if wanted:
+            ranking.append({"match": {"words": {"query": wanted, "boost": WORDS_BOOST}}})
         bigrams = " ".join(dict.fromkeys(query_grams(query.text)))
         if bigrams:
             ranking.append({"match": {"grams": {"query": bigrams, "boost": GRAMS_BOOST}}})

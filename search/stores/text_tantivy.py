@@ -35,7 +35,7 @@ from tantivy import Occur
 from tantivy import Query as Q
 
 from .text import TextDoc, TextHit, TextIndex, TextQuery
-from .text_analysis import contains_phrase, grams, highlight, query_grams, stem, words
+from .text_analysis import contains_phrase, grams, highlight, query_grams, query_words, stem, words
 
 GRAM_BOOST = 0.5
 #: with phrases, fetch this many times k before the exact check drops near misses
@@ -126,7 +126,7 @@ class TantivyTextIndex(TextIndex):
 
     def _build(self, query: TextQuery) -> Q | None:
         should: list[tuple[Occur, Q]] = []
-        for w in dict.fromkeys(words(query.text, query=True)):
+        for w in dict.fromkeys(query_words(query.text)):
             should.append((Occur.Should, self._term("words", stem(w))))
         for g in dict.fromkeys(query_grams(query.text)):
             should.append((Occur.Should, Q.boost_query(self._term("grams", g), GRAM_BOOST)))
