@@ -344,12 +344,8 @@ def _ask(svc: Service, q, demo_dir: Path, library: str, top_k: int) -> list[Resu
 
 
 def _matches(result: Result, q) -> bool:
-    """The result is the labelled medium and overlaps the labelled span (a still: contains its instant)."""
-    if Path(result.video).name != q.video:
-        return False
-    if q.start == q.end:
-        return result.start <= q.start <= result.end
-    return max(result.start, q.start) < min(result.end, q.end)
+    """The result is the labelled medium (or another showing the same) and overlaps the labelled span."""
+    return q.is_hit(result.video, result.start, result.end)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,9 @@ English text about what is seen, on screen or said, and image queries) then runs
 * through all of them, fused by reciprocal-rank fusion (the default) and by the
   normalised-score blend,
 
-and is scored by where the first right segment lands: the labelled medium, overlapping
-the labelled span (a still: the result contains its instant). Reported per route and
+and is scored by where the first right segment lands: the labelled medium (or another
+span labelled as showing the same photo), overlapping the labelled span (a still: the
+result contains its instant). Reported per route and
 per query kind: R@1, R@5 and MRR (reciprocal rank of the first right result in the top
 10; 0 when it is not there).
 
@@ -35,16 +36,8 @@ ROUTES = ["visual", "labels", "ocr", "asr", "meta"]
 TOP = 10
 
 
-def is_right(result: Result, q: LabelledQuery) -> bool:
-    if Path(result.video).name != q.video:
-        return False
-    if q.start == q.end:
-        return result.start <= q.start <= result.end
-    return max(result.start, q.start) < min(result.end, q.end)
-
-
 def rank(results: list[Result], q: LabelledQuery) -> int | None:
-    return next((i for i, r in enumerate(results, 1) if is_right(r, q)), None)
+    return next((i for i, r in enumerate(results, 1) if q.is_hit(r.video, r.start, r.end)), None)
 
 
 def scores(ranks: list[int | None]) -> dict[str, float]:

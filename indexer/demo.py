@@ -51,7 +51,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict
 
 #: bump when anything that changes the output changes (shots, queries, encoding)
-DEMO_VERSION = "2"
+DEMO_VERSION = "3"
 #: a narrated clip with burned-in Chinese and English text and its ground truth (made by
 #: tests/data/make_narrated.py): in a source checkout it adds queries for the on-screen-text and
 #: speech routes. It is a test asset, not part of the installed package: its Mandarin voice model
@@ -288,6 +288,19 @@ class LabelledQuery(BaseModel):
     end: float
     #: what the query is about: what is seen (visual), on screen (ocr) or said (asr)
     about: Literal["visual", "ocr", "asr"] = "visual"
+    #: other spans that show the same thing, equally right ([video, start, end]; the narrated
+    #: clip reuses some of the demo's photos)
+    also: list[tuple[str, float, float]] = []
+
+    def is_hit(self, video: str, start: float, end: float) -> bool:
+        """A result (file name, span) is right: the labelled medium (or an ``also``) overlapping the span
+        (for a still, containing its instant)."""
+        for name, a, b in [(self.video, self.start, self.end), *self.also]:
+            if Path(video).name != name:
+                continue
+            if (start <= a <= end) if a == b else max(start, a) < min(end, b):
+                return True
+        return False
 
 
 def load_queries(demo_dir: Path | str) -> list[LabelledQuery]:
@@ -503,22 +516,30 @@ def _queries_for(media: str, offset: int, shot: Shot | Still, n_frames: int, cou
         return round((offset + a) / FPS, 3), round((offset + b) / FPS, 3)
 
     out = []
+    source = shot.source
+    also = [(NARRATED, scene["start"], scene["end"]) for scene in narrated_scenes()
+            if source.package == "scikit-image" and Path(source.name).stem == scene["image"]]
     for lang, text in shot.queries:
         counters[lang] += 1
         start, end = span(None if isinstance(shot, Still) else shot.span)
         out.append(LabelledQuery(id=f"{lang}-{counters[lang]:02d}", kind="text", lang=lang, query=text,
-                                 video=media, start=start, end=end))
+                                 video=media, start=start, end=end, also=also))
     for probe in shot.probes:
         counters["image"] += 1
         start, end = span(probe.span)
         out.append(LabelledQuery(id=f"img-{counters['image']:02d}", kind="image", lang=None,
-                                 query=f"{QUERY_DIR}/{probe.file}", video=media, start=start, end=end))
+                                 query=f"{QUERY_DIR}/{probe.file}", video=media, start=start, end=end, also=also))
     return out
 
 
 def narrated_truth() -> dict:
     """The narrated clip's ground truth: its on-screen lines, its spoken sentences and labelled queries."""
     return json.loads((NARRATED_DIR / "narrated.json").read_text(encoding="utf-8"))
+
+
+def narrated_scenes() -> list[dict]:
+    """The narrated clip's scenes: which photo it shows from when to when (empty without the clip)."""
+    return narrated_truth()["scenes"] if has_narrated() else []
 
 
 def has_narrated() -> bool:
