@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -40,7 +40,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 LibraryOpt = Annotated[str, typer.Option("--library", "-l", help="Library to use.")]
-TenantOpt = Annotated[Optional[str], typer.Option("--tenant", help="Tenant (default: ZHAOPIAN_TENANT or 'default').")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant (default: ZHAOPIAN_TENANT or 'default').")]
 
 
 def _service() -> Service:
@@ -94,13 +94,13 @@ def print_results(results: list[Result], heading: str | None = None, notes: list
 @library_app.command("create")
 def library_create(
     name: str,
-    encoder: Annotated[Optional[str], typer.Option(help="Visual encoder, e.g. 'bundled' or "
+    encoder: Annotated[str | None, typer.Option(help="Visual encoder, e.g. 'bundled' or "
                                                  "'chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16'.")] = None,
     modules: Annotated[str, typer.Option(help="Comma-separated modules to run.")] = ",".join(DEFAULT_MODULES),
     index: Annotated[str, typer.Option(help="Vector index: auto, flat, sq8 or ivf-sq8.")] = "auto",
     fps: Annotated[float, typer.Option(help="Frames sampled per second of video.")] = 1.0,
     text_index: Annotated[str, typer.Option(help="Text index: tantivy (embedded) or elasticsearch.")] = "tantivy",
-    es_url: Annotated[Optional[str], typer.Option(help="Elasticsearch URL (default: ZHAOPIAN_ES_URL).")] = None,
+    es_url: Annotated[str | None, typer.Option(help="Elasticsearch URL (default: ZHAOPIAN_ES_URL).")] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Create a library with its own index configuration."""
@@ -189,14 +189,14 @@ def index(
 # -- search --------------------------------------------------------------------------------------
 @app.command("search")
 def search_cmd(
-    text: Annotated[Optional[str], typer.Argument(help="What you remember, in Chinese or English.")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Search by an image file.")] = None,
+    text: Annotated[str | None, typer.Argument(help="What you remember, in Chinese or English.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Search by an image file.")] = None,
     library: LibraryOpt = DEFAULT_LIBRARY,
     tenant: TenantOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many segments.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: results with per-route scores and "
                                                          "highlighted matches, the parsed query, timings.")] = False,
-    routes: Annotated[Optional[str], typer.Option(help="Only these routes, comma-separated "
+    routes: Annotated[str | None, typer.Option(help="Only these routes, comma-separated "
                                                   "(visual, labels, ocr, asr, meta).")] = None,
 ) -> None:
     """Search a library by text or by image; prints segments (video, start, end, score) and why they matched.
@@ -242,9 +242,9 @@ def media_show(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: Ten
 
 @media_app.command("update")
 def media_update(media_id: int, library: LibraryOpt = DEFAULT_LIBRARY, tenant: TenantOpt = None,
-                 title: Optional[str] = None, description: Optional[str] = None,
-                 tags: Annotated[Optional[str], typer.Option(help="Comma-separated tags.")] = None,
-                 field: Annotated[Optional[list[str]], typer.Option(
+                 title: str | None = None, description: str | None = None,
+                 tags: Annotated[str | None, typer.Option(help="Comma-separated tags.")] = None,
+                 field: Annotated[list[str] | None, typer.Option(
                      "--field", help="A custom field as NAME=VALUE (repeatable; replaces all custom fields).")] = None,
                  ) -> None:
     """Update a medium's title, description, tags or custom fields; they become searchable at once."""

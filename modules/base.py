@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
 from zhaopian.search.catalog import MediaCatalog
 from zhaopian.search.stores.text import TextIndex
 from zhaopian.search.stores.vectors import VectorStoreConfig

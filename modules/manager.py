@@ -6,6 +6,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import ValidationError
+
 from zhaopian.search.errors import ConfigError
 
 from .base import Module, ModuleConfig, ModuleContext

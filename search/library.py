@@ -43,7 +43,7 @@ class LibraryConfig(BaseModel):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> "LibraryConfig":
+    def parse(cls, data: dict[str, Any]) -> LibraryConfig:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

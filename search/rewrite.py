@@ -281,7 +281,7 @@ EN_UNITS = {"s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "min": 60, "
             "minutes": 60, "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600}
 EN_UNIT = "|".join(sorted(EN_UNITS, key=len, reverse=True))
 EN_AT_MOST = {"shorter than", "less than", "under", "at most", "no more than", "no longer than",
-              "less", "shorter", "under", "fewer", "below"}
+              "less", "shorter", "fewer", "below"}
 EN_DURATION = re.compile(
     r"(?<![A-Za-z0-9])(?:(?P<cmp>shorter than|longer than|less than|more than|no more than|no longer than"
     r"|no less than|no shorter than|at most|at least|under|over) "
@@ -744,7 +744,7 @@ class RewriteConfig(BaseModel):
     cache_size: int = Field(default=256, ge=0, le=100_000)
 
     @model_validator(mode="after")
-    def _model_with_url(self) -> "RewriteConfig":
+    def _model_with_url(self) -> RewriteConfig:
         if self.llm_url and not self.llm_model:
             raise ValueError("llm_model is required when llm_url is set")
         return self

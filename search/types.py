@@ -70,7 +70,7 @@ class Segment(BaseModel):
     #: the match is about the whole medium (its metadata), not a moment in it
     whole_medium: bool = False
 
-    def overlaps(self, other: "Segment", gap: float = 0.0) -> bool:
+    def overlaps(self, other: Segment, gap: float = 0.0) -> bool:
         return self.media_id == other.media_id and self.start <= other.end + gap and other.start <= self.end + gap
 
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 from conftest import COLOR_ENCODER
+from media import BLUE, GREEN, RED, write_image, write_video
 from PIL import Image
 
-from media import BLUE, GREEN, RED, write_image, write_video
 from zhaopian.modules.labels.module import label_text, runs
 from zhaopian.search.errors import InvalidQuery
 from zhaopian.search.fusion import fuse

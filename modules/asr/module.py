@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pydantic import ConfigDict
 
 from zhaopian.modules.text_module import TextModule, TextModuleConfig, TextSpan
-from zhaopian.search.errors import MediaError
 from zhaopian.search.catalog import Unit
+from zhaopian.search.errors import MediaError
 from zhaopian.search.stores.text import TextHit, TextQuery
 from zhaopian.search.stores.text_analysis import normalize, stem, words
 from zhaopian.search.types import Frame, Hit, MediaInfo

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Literal
 import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from zhaopian.modules.visual.encoders.sources import ModelSource, loading, looks_like_path, resolve
 from zhaopian.search.errors import MediaError, ModelUnavailable
 

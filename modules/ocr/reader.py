@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
+
 from zhaopian.search.errors import ModelUnavailable
 from zhaopian.search.types import Frame
 
@@ -58,7 +59,7 @@ class OcrConfig(BaseModel):
     #: ONNX Runtime intra-op threads per OCR engine
     threads: int = Field(default=1, ge=1, le=64)
 
-    def detector(self) -> "ChangeDetector":
+    def detector(self) -> ChangeDetector:
         """A change detector with this configuration's threshold (one per medium being indexed)."""
         return ChangeDetector(self.change_threshold)
 

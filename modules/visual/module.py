@@ -44,7 +44,7 @@ class VisualConfig(ModuleConfig):
     merge_spread: float = Field(default=0.25, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _backend_exists(self) -> "VisualConfig":
+    def _backend_exists(self) -> VisualConfig:
         encoder_class(self.encoder.backend)  # ConfigError with a clear message if not
         return self
 

@@ -206,7 +206,7 @@ class FaissVectorStore:
             atomic_write(Path(path), lambda tmp: faiss.write_index(self._index, str(tmp)))
 
     @classmethod
-    def load(cls, path: Path, dim: int | None, config: VectorStoreConfig | None = None) -> "FaissVectorStore":
+    def load(cls, path: Path, dim: int | None, config: VectorStoreConfig | None = None) -> FaissVectorStore:
         """Open a saved store; a missing file is an empty store. ``dim=None`` takes the file's."""
         path = Path(path)
         index = faiss.read_index(str(path)) if path.exists() else None
@@ -243,7 +243,7 @@ def read_pointer(path: Path) -> dict[str, Any] | None:
 
 
 def open_vector_store(path: Path, dim: int | None, config: VectorStoreConfig,
-                      index_name: str) -> "FaissVectorStore | ElasticsearchVectorStore":
+                      index_name: str) -> FaissVectorStore | ElasticsearchVectorStore:
     """The store of one embedding space: the FAISS file at ``path``, or the Elasticsearch
     index ``<prefix>-<index_name>`` with its pointer file at ``path``. ``dim=None`` opens
     a store only to remove from it (the file or the index knows its dimension)."""

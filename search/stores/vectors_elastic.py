@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, helpers
+
 from zhaopian.search.errors import StoreUnavailable
 
 from .files import atomic_write

@@ -46,7 +46,7 @@ class EncoderConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
-    def parse_spec(cls, spec: str) -> "EncoderConfig":
+    def parse_spec(cls, spec: str) -> EncoderConfig:
         """``backend[:model[@pretrained]]``, e.g. ``chinese-clip:OFA-Sys/chinese-clip-vit-base-patch16``
         or ``open-clip:xlm-roberta-base-ViT-B-32@laion5b_s13b_b90k``. A third-party backend is
         given as ``package.module:Class[:model[@pretrained]]``."""
@@ -112,7 +112,7 @@ class Encoder(ABC):
     image_query_space: ClassVar[str] = "joint"
 
     # -- what callers use -----------------------------------------------------------------
-    def load(self) -> "Encoder":
+    def load(self) -> Encoder:
         with self._lock:
             if not self._loaded:
                 self._load()

@@ -74,7 +74,7 @@ class ChineseClipInputs:
         return {"processor": type(self.processor).__name__, "max_length": self.max_length}
 
     @classmethod
-    def from_export(cls, export_dir: Path, info: dict[str, Any]) -> "ChineseClipInputs":
+    def from_export(cls, export_dir: Path, info: dict[str, Any]) -> ChineseClipInputs:
         source = ModelSource(str(export_dir), local=True)
         processor = from_pretrained(ChineseCLIPProcessor.from_pretrained, source, "Chinese-CLIP processor")
         return cls(processor, int(info["max_length"]))

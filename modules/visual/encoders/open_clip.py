@@ -31,6 +31,7 @@ from open_clip.pretrained import download_pretrained_from_hf
 from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
+
 from zhaopian.search.errors import ConfigError, ModelUnavailable
 
 from .sources import ModelSource, loading, looks_like_path, resolve, torch_device
@@ -94,7 +95,7 @@ class OpenClipInputs:
         return {"config": _CONFIG_FILE, "tokenizer": kind}
 
     @classmethod
-    def from_export(cls, export_dir: Path, info: dict[str, Any]) -> "OpenClipInputs":
+    def from_export(cls, export_dir: Path, info: dict[str, Any]) -> OpenClipInputs:
         source = ModelSource(str(export_dir), local=True)
         with loading(source, "open_clip tokenizer and pre-processing"):
             config = json.loads((export_dir / info["config"]).read_text(encoding="utf-8"))
