@@ -28,7 +28,7 @@ from zhaopian.indexer.ingest import (
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
-from zhaopian.search.engine import search
+from zhaopian.search.engine import SearchReport, search, validate
 from zhaopian.search.errors import MediaError, NotFound
 from zhaopian.search.library import Library, LibraryConfig
 from zhaopian.search.rewrite import RewriteConfig, create_rewriter
@@ -50,6 +50,7 @@ class Result(BaseModel):
     media_id: int
     kind: str
     title: str
+    library: str = ""
     start: float
     end: float
     score: float
@@ -204,9 +205,26 @@ class Service:
     def search_report(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                       library: str = DEFAULT_LIBRARY, tenant: str | None = None,
                       top_k: int = 10, routes: list[str] | None = None) -> SearchResponse:
-        """Search one library; ``routes`` limits the modules used (default: all the library has)."""
-        lib = self.library(library, tenant)
-        report = search(lib, Query(text=text, image=_load_query_image(image), top_k=top_k), self.rewriter, routes)
+        """Search a library (or the libraries a ``library:`` filter names); ``routes`` limits the modules
+        used (default: all the library has)."""
+        query = validate(Query(text=text, image=_load_query_image(image), top_k=top_k))
+        parsed = self.rewriter(query.text) if query.text else None
+        names = (parsed.filters.libraries if parsed else None) or [library]
+        responses = []
+        for name in dict.fromkeys(names):
+            lib = self.library(name, tenant)
+            report = search(lib, Query(text=query.text, image=query.image, top_k=top_k),
+                            lambda _text: parsed, routes)
+            responses.append((lib, report))
+        results = [result for lib, report in responses for result in self._results(lib, report)]
+        results.sort(key=lambda r: -r.score)
+        first = responses[0][1]
+        notes = list(dict.fromkeys(n for _, report in responses for n in report.notes))
+        return SearchResponse(results=results[:top_k], query=first.parsed, routes=first.routes, notes=notes,
+                              timings_ms={k: round(v, 2) for k, v in first.timings_ms.items()})
+
+    @staticmethod
+    def _results(lib: Library, report: SearchReport) -> list[Result]:
         results = []
         for seg in report.segments:
             try:
@@ -214,11 +232,10 @@ class Service:
             except NotFound:  # deleted between recall and now
                 continue
             results.append(Result(video=record.path, media_id=record.id, kind=record.kind, title=record.title,
-                                  start=round(seg.start, 3), end=round(seg.end, 3), score=round(seg.score, 6),
-                                  thumbnail_time=round(seg.thumbnail_time, 3), routes=seg.routes,
-                                  matches=seg.matches))
-        return SearchResponse(results=results, query=report.parsed, routes=report.routes, notes=report.notes,
-                              timings_ms={k: round(v, 2) for k, v in report.timings_ms.items()})
+                                  library=lib.name, start=round(seg.start, 3), end=round(seg.end, 3),
+                                  score=round(seg.score, 6), thumbnail_time=round(seg.thumbnail_time, 3),
+                                  routes=seg.routes, matches=seg.matches))
+        return results
 
 
 def _load_query_image(image: Path | str | bytes | Image.Image | None) -> Image.Image | None:

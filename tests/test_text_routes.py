@@ -10,7 +10,7 @@ from media import BLUE, GREEN, RED, write_image, write_video
 from PIL import Image
 
 from zhaopian.modules.labels.module import label_text, runs
-from zhaopian.search.errors import InvalidQuery
+from zhaopian.search.errors import InvalidQuery, NotFound
 from zhaopian.search.fusion import fuse
 from zhaopian.search.library import FusionConfig
 from zhaopian.search.types import Match, Segment
@@ -192,3 +192,13 @@ def test_a_library_on_elasticsearch_searches_and_deletes_like_the_embedded_one(s
     import httpx
 
     assert httpx.head(f"{es_url}/zp-routes-default-es-text").status_code == 404
+
+
+def test_a_library_filter_searches_the_libraries_it_names(service, meta_library, colour_videos):
+    service.create_library("other", META_LIBRARY)
+    service.index([colour_videos["b"]], library="other")
+    results = service.search("red library:other library:meta", library="meta")
+    assert {r.library for r in results} == {"other", "meta"}
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    with pytest.raises(NotFound):
+        service.search("red library:nope", library="meta")
