@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -87,8 +88,10 @@ def query_grams(text: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """English (Porter2) stem of a lower-cased word; other scripts pass through."""
+    """English (Porter2) stem of a lower-cased word; other scripts pass through (cached: highlighting
+    stems every word of every hit)."""
     return _english.stemWord(word) if word.isascii() else word
 
 
