@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -84,9 +85,7 @@ class Service:
             llm_api_key=self.settings.llm_api_key, timeout=self.settings.llm_timeout))
         self.rewriter: Callable[[str], ParsedQuery] = self._rewriter.rewrite
         if self.settings.threads:
-            import torch
-
-            torch.set_num_threads(self.settings.threads)
+            _limit_threads(self.settings.threads)
 
     def close(self) -> None:
         self._rewriter.close()
@@ -236,6 +235,14 @@ class Service:
                                   score=round(seg.score, 6), thumbnail_time=round(seg.thumbnail_time, 3),
                                   routes=seg.routes, matches=seg.matches))
         return results
+
+
+def _limit_threads(threads: int) -> None:
+    """Model threads per process. PyTorch reads OMP_NUM_THREADS when it is imported, so a search
+    that never needs it (text queries with the bundled encoder) does not pay for importing it."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.set_num_threads(threads)
 
 
 def _load_query_image(image: Path | str | bytes | Image.Image | None) -> Image.Image | None:

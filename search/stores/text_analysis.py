@@ -29,16 +29,19 @@ from collections.abc import Iterable
 
 import jieba
 import stopwordsiso
-from jieba.analyse.tfidf import KeywordExtractor
 from snowballstemmer import stemmer as _snowball
 
 jieba.setLogLevel(logging.WARNING)
 jieba_lock = threading.Lock()  # jieba loads its dictionary lazily and is not thread-safe while doing so
 _english = _snowball("english")
 
-#: English: jieba's keyword-extraction stop words (short, safe: "the", "of", "and", ...) and "a";
+#: English: the short list jieba's keyword extractor uses (``jieba.analyse.tfidf.KeywordExtractor``;
+#: importing it costs a second of start-up, so it is written out here) and "a";
 #: Chinese: the stopwords-iso list (的, 了, 在, 我们, 一些, ...)
-STOP_WORDS = frozenset(KeywordExtractor.STOP_WORDS) | {"a"} | frozenset(stopwordsiso.stopwords("zh"))
+ENGLISH_STOP_WORDS = frozenset(
+    "a all an and are as at be by can for from has have if in is it not of on one or that the then this to we "
+    "which with you".split())
+STOP_WORDS = ENGLISH_STOP_WORDS | frozenset(stopwordsiso.stopwords("zh"))
 
 CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
 WORD_RE = re.compile(r"\w+", re.UNICODE)

