@@ -35,6 +35,8 @@ app.add_typer(library_app, name="library")
 app.add_typer(media_app, name="media")
 encoder_app = typer.Typer(help="Prepare visual encoders.", no_args_is_help=True)
 app.add_typer(encoder_app, name="encoder")
+key_app = typer.Typer(help="Issue API keys for the HTTP API.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -285,6 +287,44 @@ def encoder_export_onnx(
         path = export_onnx(EncoderConfig.parse_spec(spec), out_dir, quantize=quantize)
         out.print(f"wrote {path}; create a library with: zhaopian library create NAME --encoder onnx:{path}",
                   highlight=False)
+
+    run(body)
+
+
+# -- HTTP API ------------------------------------------------------------------------------------
+@key_app.command("create")
+def key_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant the key belongs to (created if missing).")],
+    admin: Annotated[bool, typer.Option("--admin", help="The key may also create tenants and keys.")] = False,
+) -> None:
+    """Issue an API key; it is printed once and only its hash is kept."""
+
+    def body():
+        from .auth import create_key
+
+        svc = _service()
+        svc.catalog.ensure_tenant(tenant)
+        issued = create_key(svc.catalog, tenant, admin)
+        err.print(f"{'admin ' if admin else ''}key {issued.record.prefix}… for tenant {tenant!r} "
+                  f"(shown once, keep it safe):", markup=False, highlight=False)
+        out.print(issued.key, markup=False, highlight=False)
+
+    run(body)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the HTTP API (docs at /docs); requests need an API key from `zhaopian key create`."""
+
+    def body():
+        import uvicorn
+
+        from .http import create_app
+
+        uvicorn.run(create_app(), host=host, port=port)
 
     run(body)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,15 +50,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+#: one lock per connection: threads (the HTTP server's pool) share a connection, and two BEGINs
+#: on one connection would collide
+_conn_locks: dict[int, threading.RLock] = {}
+_conn_locks_guard = threading.Lock()
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection):
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    with _conn_locks_guard:
+        lock = _conn_locks.setdefault(id(conn), threading.RLock())
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,18 @@ class LibraryRecord:
     tenant: str
     name: str
     config: dict[str, Any]
+    created: float
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: int
+    tenant: str
+    #: the key's public start, shown to tell keys apart
+    prefix: str
+    #: sha256 of the whole key, hex
+    hash: str
+    admin: bool
     created: float
 
 
@@ -150,6 +172,59 @@ class Catalog:
     @staticmethod
     def _record(row: sqlite3.Row) -> LibraryRecord:
         return LibraryRecord(row["id"], row["tenant"], row["name"], json.loads(row["config"]), row["created"])
+
+    # API keys (only their hash is stored; the table is created on first use)
+    API_KEYS_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        prefix TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        admin INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS api_keys_prefix ON api_keys(prefix);
+    """
+    _api_keys_ready = False
+
+    def _api_keys_table(self) -> None:
+        if not self._api_keys_ready:
+            self.conn.executescript(self.API_KEYS_SCHEMA)
+            self._api_keys_ready = True
+
+    def add_api_key(self, tenant: str, prefix: str, key_hash: str, admin: bool = False) -> ApiKeyRecord:
+        """Store a key's hash for an existing tenant (``NotFound`` otherwise)."""
+        self._api_keys_table()
+        row = self.conn.execute("SELECT id FROM tenants WHERE name=?", (tenant,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown tenant {tenant!r}")
+        with transaction(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO api_keys(tenant_id, prefix, hash, admin, created) VALUES (?, ?, ?, ?, ?)",
+                (row["id"], prefix, key_hash, int(admin), time.time()),
+            )
+        return self._api_key(self.conn.execute(
+            "SELECT k.*, t.name AS tenant FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id=?",
+            (cur.lastrowid,)).fetchone())
+
+    def api_keys_with_prefix(self, prefix: str) -> list[ApiKeyRecord]:
+        """Keys whose public prefix is ``prefix`` (the caller compares hashes)."""
+        self._api_keys_table()
+        rows = self.conn.execute(
+            "SELECT k.*, t.name AS tenant FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix=?",
+            (prefix,))
+        return [self._api_key(r) for r in rows]
+
+    def api_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        self._api_keys_table()
+        rows = self.conn.execute(
+            "SELECT k.*, t.name AS tenant FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            "WHERE t.name=? ORDER BY k.id", (tenant,))
+        return [self._api_key(r) for r in rows]
+
+    @staticmethod
+    def _api_key(row: sqlite3.Row) -> ApiKeyRecord:
+        return ApiKeyRecord(row["id"], row["tenant"], row["prefix"], row["hash"], bool(row["admin"]), row["created"])
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,11 @@ def test_upload_is_stored_and_indexed_and_bad_upload_leaves_nothing(service, col
     assert bad.status == "failed" and bad.code == "media_invalid"
     upload_dir = service.settings.upload_dir / "uploads" / "default" / colour_library
     assert [p.name.split("-", 1)[1] for p in upload_dir.iterdir()] == ["b.mp4"]  # no failed or temp files
+
+
+def test_threads_sharing_the_catalog_write_without_colliding(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: service.create_library(f"lib{i}", {"modules": {}}), range(24)))
+    assert len(service.libraries()) == 24

@@ -1,0 +1,352 @@
+"""The HTTP API in-process (FastAPI's TestClient), over the colour-encoder library: no model loads."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import COLOR_ENCODER
+from fastapi.testclient import TestClient
+from media import BLUE, GREEN, RED, write_image
+
+from zhaopian.api.auth import create_key
+from zhaopian.api.http import create_app
+from zhaopian.api.service import Service
+
+#: a new library over the colour encoder, as the API takes it
+COLOR_OPTIONS = {"modules": ["visual"], "encoder": COLOR_ENCODER["backend"]}
+UPLOAD_LIMIT = 4096
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+def png_bytes(rgb: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client(service: Service):
+    with TestClient(create_app(service, max_upload_bytes=UPLOAD_LIMIT)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_key(service: Service) -> str:
+    """An admin key of the service's own tenant (the one the colour library lives in)."""
+    service.catalog.ensure_tenant(service.settings.tenant)
+    return create_key(service.catalog, service.settings.tenant, admin=True).key
+
+
+@pytest.fixture
+def user_key(service: Service) -> str:
+    service.catalog.ensure_tenant(service.settings.tenant)
+    return create_key(service.catalog, service.settings.tenant).key
+
+
+@pytest.fixture
+def other_key(client: TestClient, admin_key: str) -> str:
+    """A key of a second tenant, made through the admin routes."""
+    assert client.post("/v1/tenants", json={"name": "other"}, headers=bearer(admin_key)).status_code == 201
+    response = client.post("/v1/tenants/other/keys", json={}, headers=bearer(admin_key))
+    assert response.status_code == 201
+    return response.json()["key"]
+
+
+def media_ids(client: TestClient, key: str, library: str = "colours") -> list[int]:
+    page = client.get(f"/v1/libraries/{library}/media", headers=bearer(key)).json()
+    return [m["id"] for m in page["items"]]
+
+
+# -- health, auth, admin ---------------------------------------------------------------------------
+def test_health_and_docs_need_no_key(client):
+    health = client.get("/v1/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    schema = client.get("/openapi.json").json()
+    assert "/v1/libraries/{name}/search" in schema["paths"]
+    assert set(schema["paths"]["/v1/libraries/{name}/media"]["post"]["requestBody"]["content"]) == {
+        "multipart/form-data", "application/json"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_missing_wrong_and_malformed_keys_are_401(client, user_key):
+    missing = client.get("/v1/libraries")
+    assert_error(missing, 401, "unauthorized")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert_error(client.get("/v1/libraries", headers=bearer(user_key[:-1] + ("A" if user_key[-1] != "A" else "B"))),
+                 401, "unauthorized")
+    assert_error(client.get("/v1/libraries", headers=bearer("not-a-key")), 401, "unauthorized")
+    assert_error(client.get("/v1/libraries", headers={"Authorization": f"Basic {user_key}"}), 401, "unauthorized")
+    assert client.get("/v1/libraries", headers=bearer(user_key)).status_code == 200
+
+
+def test_keys_are_stored_hashed(service, user_key):
+    [record] = [r for r in service.catalog.api_keys(service.settings.tenant) if not r.admin]
+    assert user_key.startswith(record.prefix) and user_key not in (record.hash, record.prefix)
+    assert len(record.hash) == 64
+
+
+def test_admin_creates_tenants_and_keys(client, admin_key, user_key):
+    assert_error(client.post("/v1/tenants", json={"name": "acme"}, headers=bearer(user_key)), 403, "forbidden")
+    assert_error(client.post("/v1/tenants/default/keys", json={}, headers=bearer(user_key)), 403, "forbidden")
+    created = client.post("/v1/tenants", json={"name": "acme"}, headers=bearer(admin_key))
+    assert created.status_code == 201 and created.json() == {"name": "acme"}
+    assert_error(client.post("/v1/tenants", json={"name": "acme"}, headers=bearer(admin_key)), 409, "already_exists")
+    assert_error(client.post("/v1/tenants", json={"name": "bad name!"}, headers=bearer(admin_key)),
+                 422, "config_invalid")
+    assert_error(client.post("/v1/tenants/nobody/keys", json={}, headers=bearer(admin_key)), 404, "not_found")
+
+    issued = client.post("/v1/tenants/acme/keys", json={"admin": False}, headers=bearer(admin_key)).json()
+    assert issued["tenant"] == "acme" and issued["admin"] is False and issued["key"].startswith(issued["prefix"])
+    acme = bearer(issued["key"])
+    assert client.get("/v1/libraries", headers=acme).json() == []
+    assert_error(client.post("/v1/tenants", json={"name": "x"}, headers=acme), 403, "forbidden")
+
+
+# -- libraries -------------------------------------------------------------------------------------
+def test_library_lifecycle(client, user_key):
+    headers = bearer(user_key)
+    created = client.post("/v1/libraries", json={"name": "films", "config": COLOR_OPTIONS}, headers=headers)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["name"] == "films" and body["tenant"] == "default"
+    assert body["config"]["modules"]["visual"]["encoder"]["backend"] == COLOR_ENCODER["backend"]
+    assert [lib["name"] for lib in client.get("/v1/libraries", headers=headers).json()] == ["films"]
+
+    assert_error(client.post("/v1/libraries", json={"name": "films", "config": COLOR_OPTIONS}, headers=headers),
+                 409, "already_exists")
+    assert_error(client.post("/v1/libraries", json={"name": "../x", "config": COLOR_OPTIONS}, headers=headers),
+                 422, "config_invalid")
+    assert_error(client.post("/v1/libraries", json={"name": "y", "config": {**COLOR_OPTIONS, "modules": ["nope"]}},
+                             headers=headers), 422, "config_invalid")
+    assert_error(client.post("/v1/libraries", json={"name": "y", "config": {"colour": 1}}, headers=headers),
+                 422, "request_invalid")
+
+    assert client.delete("/v1/libraries/films", headers=headers).status_code == 204
+    assert client.get("/v1/libraries", headers=headers).json() == []
+    assert_error(client.delete("/v1/libraries/films", headers=headers), 404, "not_found")
+
+
+# -- media -----------------------------------------------------------------------------------------
+def test_media_paging_show_update_delete(client, colour_library, user_key):
+    headers = bearer(user_key)
+    first = client.get("/v1/libraries/colours/media?offset=0&limit=2", headers=headers).json()
+    rest = client.get("/v1/libraries/colours/media?offset=2&limit=2", headers=headers).json()
+    assert (first["total"], first["offset"], first["limit"], len(first["items"])) == (3, 0, 2, 2)
+    assert (rest["total"], len(rest["items"])) == (3, 1)
+    assert [Path(m["path"]).name for m in first["items"] + rest["items"]] == ["a.mp4", "b.mp4", "still.png"]
+    assert_error(client.get("/v1/libraries/colours/media?limit=0", headers=headers), 422, "request_invalid")
+    assert_error(client.get("/v1/libraries/colours/media?offset=-1", headers=headers), 422, "request_invalid")
+
+    medium_id = first["items"][0]["id"]
+    shown = client.get(f"/v1/libraries/colours/media/{medium_id}", headers=headers).json()
+    assert shown["kind"] == "video" and shown["duration"] == pytest.approx(10, abs=0.5)
+
+    patch = {"title": "Sunset", "tags": ["beach", "2024"], "fields": {"place": "Sanya"}}
+    updated = client.patch(f"/v1/libraries/colours/media/{medium_id}", json=patch, headers=headers)
+    assert updated.status_code == 200, updated.text
+    assert {k: updated.json()[k] for k in patch} == patch
+    assert client.get(f"/v1/libraries/colours/media/{medium_id}", headers=headers).json()["title"] == "Sunset"
+    assert_error(client.patch(f"/v1/libraries/colours/media/{medium_id}", json={"tags": "x"}, headers=headers),
+                 422, "request_invalid")
+
+    assert client.delete(f"/v1/libraries/colours/media/{medium_id}", headers=headers).status_code == 204
+    assert_error(client.get(f"/v1/libraries/colours/media/{medium_id}", headers=headers), 404, "not_found")
+    assert_error(client.delete(f"/v1/libraries/colours/media/{medium_id}", headers=headers), 404, "not_found")
+    assert client.get("/v1/libraries/colours/media", headers=headers).json()["total"] == 2
+
+
+def test_unknown_library_media_and_ids(client, colour_library, user_key):
+    headers = bearer(user_key)
+    assert_error(client.get("/v1/libraries/nope/media", headers=headers), 404, "not_found")
+    assert_error(client.get("/v1/libraries/colours/media/999", headers=headers), 404, "not_found")
+    assert_error(client.patch("/v1/libraries/colours/media/999", json={"title": "x"}, headers=headers),
+                 404, "not_found")
+    assert_error(client.get("/v1/libraries/colours/media/abc", headers=headers), 422, "request_invalid")
+    assert_error(client.get("/v1/nothing-here", headers=headers), 404, "not_found")
+    assert_error(client.put("/v1/libraries", headers=headers), 405, "method_not_allowed")
+
+
+def test_upload_indexes_and_is_searchable(client, service, user_key):
+    headers = bearer(user_key)
+    client.post("/v1/libraries", json={"name": "shots", "config": COLOR_OPTIONS}, headers=headers)
+    response = client.post("/v1/libraries/shots/media", headers=headers,
+                           files={"file": ("sky.png", png_bytes(BLUE), "image/png")})
+    assert response.status_code == 201, response.text
+    [item] = response.json()["results"]
+    assert item["status"] == "indexed" and item["media_id"] is not None
+    assert Path(item["path"]).is_relative_to(service.settings.upload_dir)
+
+    again = client.post("/v1/libraries/shots/media", headers=headers,
+                        files={"file": ("sky-again.png", png_bytes(BLUE), "image/png")})
+    assert again.json()["results"][0]["status"] == "duplicate"
+    found = client.post("/v1/libraries/shots/search", json={"text": "blue", "top_k": 1}, headers=headers).json()
+    assert found["results"][0]["media_id"] == item["media_id"]
+
+
+def test_upload_failures(client, user_key):
+    headers = bearer(user_key)
+    client.post("/v1/libraries", json={"name": "shots", "config": COLOR_OPTIONS}, headers=headers)
+    url = "/v1/libraries/shots/media"
+    assert_error(client.post(url, headers=headers, files={"file": ("big.png", b"\0" * (UPLOAD_LIMIT + 1))}),
+                 413, "payload_too_large")
+    assert_error(client.post(url, headers=headers, files={"file": ("huge.png", b"\0" * (UPLOAD_LIMIT * 10))}),
+                 413, "payload_too_large")
+    assert_error(client.post(url, headers=headers, files={"file": ("notes.png", b"not an image")}),
+                 422, "media_invalid")
+    assert_error(client.post(url, headers=headers, files={"other": ("a.png", png_bytes(RED))}),
+                 422, "request_invalid")
+    assert_error(client.post(url, headers={**headers, "Content-Type": "text/plain"}, content=b"hello"),
+                 415, "content_type_unsupported")
+    assert_error(client.post("/v1/libraries/missing/media", headers=headers,
+                             files={"file": ("a.png", png_bytes(RED))}), 404, "not_found")
+    assert client.get(url, headers=headers).json()["total"] == 0
+
+
+def test_register_paths_under_the_media_root(client, user_key, colour_videos, media_root, env):
+    headers = bearer(user_key)
+    client.post("/v1/libraries", json={"name": "clips", "config": COLOR_OPTIONS}, headers=headers)
+    url = "/v1/libraries/clips/media"
+    one = client.post(url, json={"path": "a.mp4"}, headers=headers)
+    assert one.status_code == 201, one.text
+    assert [r["status"] for r in one.json()["results"]] == ["indexed"]
+    folder = client.post(url, json={"path": str(media_root)}, headers=headers).json()["results"]
+    assert sorted((Path(r["path"]).name, r["status"]) for r in folder) == [
+        ("a.mp4", "duplicate"), ("b.mp4", "indexed"), ("still.png", "indexed")]
+
+    outside = write_image(env.parent / "elsewhere" / "x.png", GREEN)
+    assert_error(client.post(url, json={"path": str(outside)}, headers=headers), 403, "path_outside_media_root")
+    assert_error(client.post(url, json={"path": "../elsewhere/x.png"}, headers=headers),
+                 403, "path_outside_media_root")
+    assert_error(client.post(url, json={"path": "missing.mp4"}, headers=headers), 422, "media_invalid")
+    assert_error(client.post(url, content=b'{"path": ', headers={**headers, "Content-Type": "application/json"}),
+                 422, "request_invalid")
+    assert_error(client.post(url, json={"file": "a.mp4"}, headers=headers), 422, "request_invalid")
+    assert client.get(url, headers=headers).json()["total"] == 3
+
+
+def test_registering_never_reaches_into_the_data_dir(service, user_key, media_root, monkeypatch):
+    """With the data directory inside the media root (the default layout), its uploads stay out of reach."""
+    monkeypatch.setattr(service.settings, "data_dir", media_root / "data")
+    upload = write_image(media_root / "data" / "media" / "uploads" / "other" / "lib" / "x.png", RED)
+    with TestClient(create_app(service)) as client:
+        headers = bearer(user_key)
+        client.post("/v1/libraries", json={"name": "clips", "config": COLOR_OPTIONS}, headers=headers)
+        assert_error(client.post("/v1/libraries/clips/media", json={"path": str(upload)}, headers=headers),
+                     403, "path_outside_media_root")
+        assert_error(client.post("/v1/libraries/clips/media", json={"path": "data"}, headers=headers),
+                     403, "path_outside_media_root")
+
+
+# -- search ----------------------------------------------------------------------------------------
+def test_text_search(client, colour_library, user_key):
+    response = client.post("/v1/libraries/colours/search", json={"text": "red", "top_k": 2},
+                           headers=bearer(user_key))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [(Path(r["video"]).name, r["start"], r["end"]) for r in body["results"]] == [("b.mp4", 2.0, 4.0),
+                                                                                       ("a.mp4", 0.0, 3.0)]
+    first = body["results"][0]
+    assert first["library"] == "colours" and "visual" in first["routes"]
+    assert body["query"]["text"] == "red" and body["routes"] == ["visual"] and "visual.recall" in body["timings_ms"]
+    only_visual = client.post("/v1/libraries/colours/search", json={"text": "red", "routes": ["visual"]},
+                              headers=bearer(user_key))
+    assert only_visual.status_code == 200 and only_visual.json()["results"]
+
+
+def test_search_bad_input(client, colour_library, user_key):
+    headers = bearer(user_key)
+    url = "/v1/libraries/colours/search"
+    assert_error(client.post(url, json={"text": "   "}, headers=headers), 422, "query_invalid")
+    assert_error(client.post(url, json={}, headers=headers), 422, "query_invalid")
+    assert_error(client.post(url, json={"text": "red", "top_k": 0}, headers=headers), 422, "query_invalid")
+    assert_error(client.post(url, content=b"{text: red", headers={**headers, "Content-Type": "application/json"}),
+                 422, "request_invalid")
+    assert_error(client.post(url, json={"text": "red", "colour": "x"}, headers=headers), 422, "request_invalid")
+    assert_error(client.post("/v1/libraries/nope/search", json={"text": "red"}, headers=headers), 404, "not_found")
+
+
+def test_image_search(client, colour_library, user_key):
+    headers = bearer(user_key)
+    url = "/v1/libraries/colours/search/image"
+    response = client.post(url, headers=headers, data={"top_k": "1"},
+                           files={"image": ("q.png", png_bytes((30, 20, 230)), "image/png")})
+    assert response.status_code == 200, response.text
+    [hit] = response.json()["results"]
+    assert (Path(hit["video"]).name, hit["start"]) == ("a.mp4", 6.0)
+
+    assert_error(client.post(url, headers=headers, json={"text": "red"}), 422, "request_invalid")
+    assert_error(client.post(url, headers=headers, files={"image": ("q.png", b"garbage")}), 422, "media_invalid")
+    assert_error(client.post(url, headers=headers, files={"image": ("q.png", b"\0" * (UPLOAD_LIMIT + 1))}),
+                 413, "payload_too_large")
+    assert_error(client.post(url, headers=headers, files={"image": ("q.png", b"\0" * (UPLOAD_LIMIT * 10))}),
+                 413, "payload_too_large")
+
+
+# -- tenants never mix -----------------------------------------------------------------------------
+def test_tenant_isolation(client, colour_library, user_key, other_key):
+    mine, theirs = bearer(user_key), bearer(other_key)
+    [medium_id, *_] = media_ids(client, user_key)
+
+    assert client.get("/v1/libraries", headers=theirs).json() == []
+    assert_error(client.get("/v1/libraries/colours/media", headers=theirs), 404, "not_found")
+    assert_error(client.get(f"/v1/libraries/colours/media/{medium_id}", headers=theirs), 404, "not_found")
+    assert_error(client.patch(f"/v1/libraries/colours/media/{medium_id}", json={"title": "mine now"},
+                              headers=theirs), 404, "not_found")
+    assert_error(client.delete(f"/v1/libraries/colours/media/{medium_id}", headers=theirs), 404, "not_found")
+    assert_error(client.post("/v1/libraries/colours/search", json={"text": "red"}, headers=theirs), 404, "not_found")
+    assert_error(client.post("/v1/libraries/colours/search/image", headers=theirs,
+                             files={"image": ("q.png", png_bytes(RED))}), 404, "not_found")
+    assert_error(client.delete("/v1/libraries/colours", headers=theirs), 404, "not_found")
+
+    # the same library name in the other tenant is a different, empty library
+    created = client.post("/v1/libraries", json={"name": "colours", "config": COLOR_OPTIONS}, headers=theirs)
+    assert created.status_code == 201 and created.json()["tenant"] == "other"
+    assert client.get("/v1/libraries/colours/media", headers=theirs).json()["total"] == 0
+    for text in ("red", "library:colours red"):
+        found = client.post("/v1/libraries/colours/search", json={"text": text}, headers=theirs)
+        assert found.status_code == 200 and found.json()["results"] == []
+
+    # and the first tenant still has everything
+    assert client.get(f"/v1/libraries/colours/media/{medium_id}", headers=mine).json()["title"] != "mine now"
+    assert client.get("/v1/libraries/colours/media", headers=mine).json()["total"] == 3
+    assert client.post("/v1/libraries/colours/search", json={"text": "red"}, headers=mine).json()["results"]
+
+
+def test_unexpected_errors_are_json_without_details(service, user_key, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("secret internals at /srv/db")
+
+    monkeypatch.setattr(service, "libraries", broken)
+    with TestClient(create_app(service), raise_server_exceptions=False) as client:
+        response = client.get("/v1/libraries", headers=bearer(user_key))
+    error = assert_error(response, 500, "internal")
+    assert "secret" not in json.dumps(error)
+
+
+def test_cli_issues_keys_the_api_accepts(env, service, client):
+    from typer.testing import CliRunner
+
+    from zhaopian.api.cli import app
+
+    result = CliRunner().invoke(app, ["key", "create", "--tenant", "studio", "--admin"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert client.get("/v1/libraries", headers=bearer(key)).json() == []
+    assert client.post("/v1/tenants", json={"name": "guests"}, headers=bearer(key)).status_code == 201
+    assert "studio" in service.catalog.tenants()
