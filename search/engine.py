@@ -14,31 +14,20 @@ A query with filters but nothing to match lists the media that pass them.
 
 from __future__ import annotations
 
-import re
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidQuery
 from .fusion import fuse
 from .library import Library
+from .rewrite import clean_text
 from .types import ParsedQuery, Query, Segment
 
 Rewrite = Callable[[str], ParsedQuery]
 
 MAX_QUERY_CHARS = 1000
 MAX_TOP_K = 1000
-
-
-def clean_text(text: str | None) -> str | None:
-    """Normalise a text query: NFKC, control characters dropped, whitespace collapsed."""
-    if text is None:
-        return None
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
-    text = re.sub(r"\s+", " ", text).strip()
-    return text or None
 
 
 def validate(query: Query) -> Query:

@@ -1,7 +1,7 @@
 """Query rewrite: what an editor types -> :class:`ParsedQuery` (text, phrases, routes, filters).
 
 :func:`parse_query` is the rule-based rewriter for Chinese and English. It reads
-the query after :func:`zhaopian.search.engine.clean_text` (NFKC, so full-width
+the query after :func:`clean_text` (NFKC, so full-width
 ``：＃１`` arrive as ``:#1``; control characters and runs of spaces become one
 space), takes out everything it understands and leaves the rest as ``text``.
 Traditional characters are read as simplified ones (說過 is 说过, 時長超過5分鐘
@@ -178,6 +178,16 @@ QUOTE_PAIRS = {'"': '"', "'": "'", "“": "”", "‘": "’", "「": "」", "�
 QUOTE_CHARS = frozenset(QUOTE_PAIRS) | frozenset(QUOTE_PAIRS.values())
 APOSTROPHES = frozenset("'’")
 
+
+
+def clean_text(text: str | None) -> str | None:
+    """Normalise a text query: NFKC, control characters dropped, whitespace collapsed."""
+    if text is None:
+        return None
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text or None
 
 def _latin(ch: str) -> bool:
     """A letter or digit of an alphabetic script (not CJK): what an apostrophe sits between."""
@@ -718,7 +728,6 @@ def parse_query(text: str, *, today: date | None = None) -> ParsedQuery:
     Raises :class:`InvalidQuery` only for filters that cannot hold (contradictory ranges,
     impossible dates, an unknown ``type:`` value); any other input gives a ParsedQuery.
     """
-    from .engine import clean_text  # imported here so that the engine may import this module
 
     cleaned = clean_text(text) or ""
     return _Parser(cleaned, today or date.today()).run()

@@ -46,9 +46,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from .engine import clean_text
 from .errors import ConfigError
-from .rewrite import ROUTES, RewriteConfig, Rewriter, parse_query
+from .rewrite import ROUTES, RewriteConfig, Rewriter, clean_text, parse_query
 from .types import ParsedQuery, QueryFilters
 
 __all__ = ["ANSWER_SCHEMA", "LLMRewriter", "merge", "messages", "parse_answer"]

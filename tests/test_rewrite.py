@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from zhaopian.search.engine import clean_text
 from zhaopian.search.errors import InvalidQuery
 from zhaopian.search.rewrite import (
     QUOTE_CHARS,
@@ -18,6 +17,7 @@ from zhaopian.search.rewrite import (
     RewriteConfig,
     RuleRewriter,
     _is_apostrophe,
+    clean_text,
     create_rewriter,
     parse_query,
 )
