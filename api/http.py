@@ -193,23 +193,8 @@ class RegisterPath(Strict):
     path: str
 
 
-class IngestItem(BaseModel):
-    path: str
-    status: Literal["indexed", "duplicate", "replaced", "failed"]
-    media_id: int | None = None
-    message: str = ""
-    code: str = ""
-    frames: int = 0
-    units: int = 0
-    duration: float = 0.0
-
-    @classmethod
-    def of(cls, result: IngestResult) -> IngestItem:
-        return cls.model_validate(result.__dict__)
-
-
 class IngestResponse(BaseModel):
-    results: list[IngestItem]
+    results: list[IngestResult]  # the ingestor's own result type (a dataclass pydantic can validate)
 
 
 class SearchRequest(Strict):
@@ -408,7 +393,7 @@ def _routes(svc: Service, limit: int) -> APIRouter:
                                          f"not {content_type or 'no content type'!r}")
         if len(results) == 1 and results[0].status == "failed":
             raise IngestFailed(results[0])
-        return IngestResponse(results=[IngestItem.of(r) for r in results])
+        return IngestResponse(results=results)
 
     def _register(path: str, library: str, tenant: str) -> list[IngestResult]:
         root = svc.settings.media_root
