@@ -359,3 +359,34 @@ def test_fixture_lines_are_read_with_their_text_and_time_spans(reader: TextReade
         assert span.score >= 0.8
     assert unmatched == [], "text read where there is none"
 
+
+
+def test_read_policy_waits_after_an_empty_read_and_reads_every_change_once_text_is_on_screen():
+    from zhaopian.modules.ocr.reader import ChangeDetector, ReadPolicy, TextLine, scan_frames
+    from zhaopian.search.types import Frame
+
+    class CountingReader:
+        """Text is on screen from 6 s on; every frame differs (a moving shot)."""
+
+        def __init__(self) -> None:
+            self.read_at: list[float] = []
+
+        def read(self, image):
+            t = float(image[0, 0, 0])
+            self.read_at.append(t)
+            return [TextLine("caption", (0.1, 0.8, 0.9, 0.9), 0.99)] if t >= 6 else []
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(12):
+        image = rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)  # every frame changes
+        image[0, 0, 0] = t
+        frames.append(Frame(float(t), image))
+    reader = CountingReader()
+    reads = scan_frames(frames, 1.0, reader, ReadPolicy(ChangeDetector(0.05), idle_seconds=2.0))
+    # without text: one read every 2 s; with text on screen: every changed frame
+    assert reader.read_at == [0, 2, 4, 6, 7, 8, 9, 10, 11]
+    assert [r.t for r in reads if r.lines is None] == [1, 3, 5]
+    plain = CountingReader()
+    scan_frames(frames, 1.0, plain, ChangeDetector(0.05))  # no idle wait: every changed frame
+    assert plain.read_at == list(range(12))

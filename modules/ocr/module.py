@@ -1,7 +1,8 @@
 """The ``ocr`` module: text on screen (titles, subtitles, signs, captions), as time-stamped lines.
 
 extract   each chunk of frames -> frames whose text may have changed are read with RapidOCR
-          (Chinese and English); the others reuse the last read (modules/ocr/reader.py)
+          (Chinese and English), while no text is on screen at most one every ``idle_seconds``;
+          the others reuse the last read (modules/ocr/reader.py)
 write     the medium's reads -> each line tracked over consecutive frames becomes one unit:
           its text, time span, box and confidence
 rewrite   the parsed query's text and exact phrases (shared text-module search); an image
@@ -24,7 +25,7 @@ from zhaopian.search.stores.text import TextHit, TextQuery
 from zhaopian.search.stores.text_analysis import CJK_RE
 from zhaopian.search.types import Frame, MediaInfo
 
-from .reader import ChangeDetector, FrameText, OcrConfig, TextReader, scan_frames, track_lines
+from .reader import ChangeDetector, FrameText, OcrConfig, ReadPolicy, TextReader, scan_frames, track_lines
 
 
 class OcrModuleConfig(TextModuleConfig, OcrConfig):
@@ -51,23 +52,24 @@ class OcrModule(TextModule):
     def __init__(self, config: OcrModuleConfig, context) -> None:
         super().__init__(config, context)
         self.reader = TextReader(OcrConfig(**{k: getattr(config, k) for k in OcrConfig.model_fields}))
-        self._detectors: dict[int, ChangeDetector] = {}  # per medium being indexed
+        self._policies: dict[int, ReadPolicy] = {}  # per medium being indexed
         self._lock = threading.Lock()
 
-    def _detector(self, media_id: int) -> ChangeDetector:
+    def _policy(self, media_id: int) -> ReadPolicy:
         with self._lock:
-            if media_id not in self._detectors:
-                self._detectors[media_id] = ChangeDetector(self.config.change_threshold)
-            return self._detectors[media_id]
+            if media_id not in self._policies:
+                self._policies[media_id] = ReadPolicy(ChangeDetector(self.config.change_threshold),
+                                                      self.config.idle_seconds)
+            return self._policies[media_id]
 
     # ingestion ---------------------------------------------------------------------------------
     def extract(self, media: MediaInfo, frames: Sequence[Frame]) -> list[FrameText]:
         step = 0.0 if media.kind == "image" else media.sample_step
-        return scan_frames(frames, step, self.reader, self._detector(media.media_id))
+        return scan_frames(frames, step, self.reader, self._policy(media.media_id))
 
     def write(self, media: MediaInfo, features: list[list[FrameText]]) -> int:
         with self._lock:
-            self._detectors.pop(media.media_id, None)
+            self._policies.pop(media.media_id, None)
         reads = [read for chunk in features for read in chunk]
         if not reads:
             return 0
@@ -82,7 +84,7 @@ class OcrModule(TextModule):
     def remove(self, media_ids: list[int]) -> None:
         with self._lock:
             for media_id in media_ids:
-                self._detectors.pop(media_id, None)
+                self._policies.pop(media_id, None)
         super().remove(media_ids)
 
     # search ------------------------------------------------------------------------------------

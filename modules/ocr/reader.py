@@ -56,6 +56,9 @@ class OcrConfig(BaseModel):
     #: a frame is read again when the mean grayscale change (0..1) of one of its small tiles since
     #: the last frame read exceeds this (0: read every frame); see ChangeDetector
     change_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: after a read that found no text, the next read waits this many seconds even if the picture
+    #: changes (moving shots without text cost a third; new text is found up to this much later)
+    idle_seconds: float = Field(default=2.0, ge=0.0, le=60.0)
     #: ONNX Runtime intra-op threads per OCR engine
     threads: int = Field(default=1, ge=1, le=64)
 
@@ -280,11 +283,35 @@ class ChangeDetector:
         return True
 
 
-def scan_frames(frames: Sequence[Frame], step: float, reader: TextReader, detector: ChangeDetector) -> list[FrameText]:
+@dataclass
+class ReadPolicy:
+    """Which frames of one medium are read: changed ones, and while the screen shows no text, at most
+    one every ``idle_seconds`` (text that appears meanwhile is found at most that much later)."""
+
+    detector: ChangeDetector
+    idle_seconds: float = 0.0
+    quiet_until: float = -1.0  # no read before this time: the last read found no text
+
+    def read_now(self, frame: Frame) -> bool:
+        if frame.t < self.quiet_until:
+            return False
+        return self.detector.changed(frame.image)
+
+    def after_read(self, frame: Frame, lines: tuple[TextLine, ...]) -> None:
+        self.quiet_until = frame.t + self.idle_seconds - 1e-6 if not lines and self.idle_seconds > 0 else -1.0
+
+
+def scan_frames(frames: Sequence[Frame], step: float, reader: TextReader,
+                policy: ChangeDetector | ReadPolicy) -> list[FrameText]:
     """Read the frames of one chunk whose text may have changed; the others reuse the previous read."""
+    if isinstance(policy, ChangeDetector):
+        policy = ReadPolicy(policy)
     out = []
     for frame in frames:
-        lines = tuple(reader.read(frame.image)) if detector.changed(frame.image) else None
+        lines = None
+        if policy.read_now(frame):
+            lines = tuple(reader.read(frame.image))
+            policy.after_read(frame, lines)
         out.append(FrameText(frame.t, step, lines))
     return out
 
