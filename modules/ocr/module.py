@@ -25,7 +25,7 @@ from zhaopian.search.stores.text import TextHit, TextQuery
 from zhaopian.search.stores.text_analysis import CJK_RE
 from zhaopian.search.types import Frame, MediaInfo
 
-from .reader import ChangeDetector, FrameText, OcrConfig, ReadPolicy, TextReader, scan_frames, track_lines
+from .reader import FrameText, OcrConfig, ReadPolicy, TextReader, scan_frames, track_lines
 
 
 class OcrModuleConfig(TextModuleConfig, OcrConfig):
@@ -41,7 +41,7 @@ MAX_READINGS = 5
 
 def _text(line) -> str:
     """A line's text; when OCR read it differently over time, the other readings too (``a / b``)."""
-    readings = list(dict.fromkeys([line.text, *getattr(line, "readings", ())]))[:MAX_READINGS]
+    readings = list(dict.fromkeys([line.text, *line.readings]))[:MAX_READINGS]
     return " / ".join(readings)
 
 
@@ -58,8 +58,7 @@ class OcrModule(TextModule):
     def _policy(self, media_id: int) -> ReadPolicy:
         with self._lock:
             if media_id not in self._policies:
-                self._policies[media_id] = ReadPolicy(ChangeDetector(self.config.change_threshold),
-                                                      self.config.idle_seconds)
+                self._policies[media_id] = ReadPolicy(self.config.detector(), self.config.idle_seconds)
             return self._policies[media_id]
 
     # ingestion ---------------------------------------------------------------------------------
