@@ -8,8 +8,15 @@ Every error is ``{"error": {"code": ..., "message": ...}}`` with a stable code:
 
     request_invalid 422, config_invalid 422, query_invalid 422, media_invalid 422, io_error 422,
     unauthorized 401, forbidden 403, path_outside_media_root 403, not_found 404,
-    method_not_allowed 405, already_exists 409, payload_too_large 413,
+    method_not_allowed 405, already_exists 409, job_conflict 409, payload_too_large 413,
+    range_not_satisfiable 416,
     content_type_unsupported 415, model_unavailable 503, store_unavailable 503, internal 500
+
+Media files and thumbnails are also reachable without the header through the signed
+``stream_url`` and ``thumbnail_url`` that media and search results carry (for ``<video src>``).
+
+Adding media queues an ingestion job per file (202); workers run them (``zhaopian worker``, or
+the ones ``zhaopian serve`` starts). ``?wait=true`` runs them in the request and answers when done.
 
 Settings (environment, prefix ``ZHAOPIAN_``):
 
@@ -22,31 +29,37 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zhaopian.indexer.ingest import IngestResult, expand
+from zhaopian.indexer import thumbnails
+from zhaopian.indexer.ingest import expand, resolve_under
+from zhaopian.indexer.jobs import Job, JobStatus
 from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
-from zhaopian.search.errors import AlreadyExists, MediaError, PathOutsideRoot, ZhaopianError
+from zhaopian.search.errors import AlreadyExists, MediaError, NotFound, PathOutsideRoot, ZhaopianError
 
 from .auth import Caller, Forbidden, authenticate, create_key
-from .service import DEFAULT_MODULES, SearchResponse, Service
+from .service import DEFAULT_MODULES, Result, SearchResponse, Service
+from .signing import MediaSigner
+from .web import mount_ui
 
 log = logging.getLogger("zhaopian.http")
 
 STATUS = {
     "request_invalid": 422, "config_invalid": 422, "query_invalid": 422, "media_invalid": 422, "io_error": 422,
     "unauthorized": 401, "forbidden": 403, "path_outside_media_root": 403, "not_found": 404,
-    "method_not_allowed": 405, "already_exists": 409, "payload_too_large": 413, "content_type_unsupported": 415,
+    "method_not_allowed": 405, "already_exists": 409, "job_conflict": 409, "payload_too_large": 413,
+    "content_type_unsupported": 415, "range_not_satisfiable": 416,
     "model_unavailable": 503, "store_unavailable": 503, "internal": 500,
 }
 #: room for the multipart framing and form fields around an upload when checking Content-Length
@@ -64,11 +77,11 @@ class HttpSettings(BaseSettings):
 
 
 class IngestFailed(ZhaopianError):
-    """A file that could not be indexed, with the code its ingest reported."""
+    """A file that could not be indexed (``?wait=true``), with the code its job reported."""
 
-    def __init__(self, result: IngestResult) -> None:
-        super().__init__(result.message)
-        self.code = result.code or MediaError.code
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.error.message if job.error else f"job {job.id} failed")
+        self.code = job.error.code if job.error else MediaError.code
 
 
 class RequestInvalid(ZhaopianError):
@@ -150,6 +163,11 @@ class Library(BaseModel):
         return cls(name=record.name, tenant=record.tenant, config=record.config, created=record.created)
 
 
+class Me(BaseModel):
+    tenant: str
+    admin: bool
+
+
 class Medium(BaseModel):
     id: int
     path: str
@@ -166,10 +184,42 @@ class Medium(BaseModel):
     recorded: float
     created: float
     updated: float
+    #: the file (HTTP range requests work) and a thumbnail, as signed URLs that need no API key
+    stream_url: str
+    thumbnail_url: str
 
     @classmethod
-    def of(cls, record: MediaRecord) -> Medium:
-        return cls.model_validate({name: getattr(record, name) for name in cls.model_fields})
+    def of(cls, record: MediaRecord, links: MediaLinks) -> Medium:
+        fields = {name: getattr(record, name) for name in cls.model_fields if hasattr(record, name)}
+        thumb_at = 0.0 if record.kind == "image" else min(record.duration / 2, 5.0)
+        return cls.model_validate({**fields, "stream_url": links.stream(record.id),
+                                   "thumbnail_url": links.thumbnail(record.id, thumb_at)})
+
+
+class MediaLinks:
+    """Signed URLs of one library's media for one tenant."""
+
+    def __init__(self, signer: MediaSigner, tenant: str, library: str) -> None:
+        self.signer, self.tenant, self.library = signer, tenant, library
+
+    def _base(self, media_id: int) -> str:
+        return f"/v1/libraries/{self.library}/media/{media_id}"
+
+    def stream(self, media_id: int) -> str:
+        return f"{self._base(media_id)}/file?token={self.signer.token(self.tenant, self.library, media_id)}"
+
+    def thumbnail(self, media_id: int, t: float, width: int = 320) -> str:
+        token = self.signer.token(self.tenant, self.library, media_id)
+        return f"{self._base(media_id)}/thumbnail?t={t:.1f}&width={width}&token={token}"
+
+
+class ResultWithLinks(Result):
+    stream_url: str
+    thumbnail_url: str
+
+
+class SearchResults(SearchResponse):
+    results: list[ResultWithLinks]  # type: ignore[assignment]
 
 
 class MediaPage(BaseModel):
@@ -193,8 +243,16 @@ class RegisterPath(Strict):
     path: str
 
 
-class IngestResponse(BaseModel):
-    results: list[IngestResult]  # the ingestor's own result type (a dataclass pydantic can validate)
+class JobsResponse(BaseModel):
+    #: one job per file
+    jobs: list[Job]
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    total: int
+    offset: int
+    limit: int
 
 
 class SearchRequest(Strict):
@@ -259,6 +317,7 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.state.service = svc
+    app.state.signer = signer = MediaSigner.for_data_dir(svc.settings.data_dir)
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request,
@@ -270,7 +329,8 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
                                   f"request body too large ({length} bytes, upload limit {limit})")
         return await call_next(request)
 
-    app.include_router(_routes(svc, limit), prefix="/v1")
+    app.include_router(_routes(svc, limit, signer), prefix="/v1")
+    mount_ui(app)
     return app
 
 
@@ -300,8 +360,26 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 AdminDep = Annotated[Caller, Depends(_admin)]
 
 
-def _routes(svc: Service, limit: int) -> APIRouter:
+def _media_reader(request: Request, name: str, media_id: int,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                  token: Annotated[str | None, Query(description="the signed token of a stream_url")] = None) -> str:
+    """The tenant that may read a medium's bytes: the API key's, or the signed token's."""
+    if credentials is not None or token is None:
+        return _caller(request, credentials).tenant
+    signer: MediaSigner = request.app.state.signer
+    return signer.verify(token, name, media_id)
+
+
+ReaderDep = Annotated[str, Depends(_media_reader)]
+
+
+def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
     router = APIRouter(responses={404: {"model": ErrorResponse}})
+    thumb_dir = svc.settings.data_dir / "thumbnails"
+
+    def links(tenant: str, library: str) -> MediaLinks:
+        return MediaLinks(signer, tenant, library)
+
 
     def check_size(size: int | None) -> None:
         if size is not None and size > limit:
@@ -311,6 +389,11 @@ def _routes(svc: Service, limit: int) -> APIRouter:
     @router.get("/health", response_model=Health, tags=["health"])
     def health() -> Health:
         return Health(version=_version())
+
+    @router.get("/me", response_model=Me, tags=["health"])
+    def me(who: CallerDep) -> Me:
+        """The key's tenant and whether it is an admin key (the web UI checks a key with it)."""
+        return Me(tenant=who.tenant, admin=who.admin)
 
     @router.post("/tenants", response_model=Tenant, status_code=201, tags=["admin"])
     def create_tenant(body: TenantCreate, _admin: AdminDep) -> Tenant:
@@ -348,27 +431,58 @@ def _routes(svc: Service, limit: int) -> APIRouter:
     def list_media(name: str, who: CallerDep, offset: Annotated[int, Query(ge=0)] = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> MediaPage:
         lib = svc.library(name, who.tenant)
-        return MediaPage(items=[Medium.of(r) for r in lib.media.list(offset, limit)], total=lib.media.count(),
-                         offset=offset, limit=limit)
+        urls = links(who.tenant, name)
+        return MediaPage(items=[Medium.of(r, urls) for r in lib.media.list(offset, limit)],
+                         total=lib.media.count(), offset=offset, limit=limit)
 
     @router.get("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
     def get_medium(name: str, media_id: int, who: CallerDep) -> Medium:
-        return Medium.of(svc.medium(media_id, name, who.tenant))
+        return Medium.of(svc.medium(media_id, name, who.tenant), links(who.tenant, name))
 
     @router.patch("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
     def update_medium(name: str, media_id: int, body: MediumPatch, who: CallerDep) -> Medium:
-        return Medium.of(svc.update_medium(media_id, name, who.tenant, **body.model_dump()))
+        return Medium.of(svc.update_medium(media_id, name, who.tenant, **body.model_dump()), links(who.tenant, name))
+
+    @router.head("/libraries/{name}/media/{media_id}/file", include_in_schema=False)
+    @router.get("/libraries/{name}/media/{media_id}/file", tags=["media"], response_class=FileResponse,
+                responses={206: {"description": "a byte range"}, 416: {"model": ErrorResponse}})
+    def stream_medium(name: str, media_id: int, tenant: ReaderDep) -> FileResponse:
+        """The medium's file; ``Range: bytes=...`` gives 206 with that part, so players can seek."""
+        record = svc.medium(media_id, name, tenant)
+        path = _media_file(record)
+        return FileResponse(path, filename=path.name, content_disposition_type="inline",
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    @router.get("/libraries/{name}/media/{media_id}/thumbnail", tags=["media"], response_class=Response,
+                responses={200: {"content": {"image/jpeg": {}}}})
+    def medium_thumbnail(name: str, media_id: int, tenant: ReaderDep,
+                         t: Annotated[float, Query(ge=0, description="seconds into the video")] = 0.0,
+                         width: Annotated[int, Query(ge=thumbnails.MIN_WIDTH, le=thumbnails.MAX_WIDTH)] = 320
+                         ) -> FileResponse:
+        """A JPEG of the medium at ``t`` seconds (the last frame past the end), ``width`` pixels wide."""
+        record = svc.medium(media_id, name, tenant)
+        path = _media_file(record)
+        jpeg = thumbnails.thumbnail(path, record.kind, record.sha256, min(t, record.duration), width, thumb_dir)
+        return FileResponse(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    def _media_file(record: MediaRecord) -> Path:
+        path = Path(record.path)
+        if not path.is_file():
+            raise NotFound(f"medium {record.id}: its file {path.name!r} is no longer there")
+        return resolve_under(path, svc.settings.media_roots)
 
     @router.delete("/libraries/{name}/media/{media_id}", status_code=204, tags=["media"])
     def delete_medium(name: str, media_id: int, who: CallerDep) -> None:
         svc.delete_medium(media_id, name, who.tenant)
 
-    @router.post("/libraries/{name}/media", response_model=IngestResponse, status_code=201, tags=["media"],
-                 openapi_extra=_ADD_MEDIA_BODY)
-    async def add_media(name: str, request: Request, who: CallerDep) -> IngestResponse:
+    @router.post("/libraries/{name}/media", response_model=JobsResponse, status_code=202, tags=["media"],
+                 openapi_extra=_ADD_MEDIA_BODY, responses={201: {"model": JobsResponse}})
+    async def add_media(name: str, request: Request, response: Response, who: CallerDep,
+                        wait: Annotated[bool, Query(description="index before answering (201)")] = False
+                        ) -> JobsResponse:
         """Upload a file (multipart, part ``file``) or register a file or folder under the media root
-        (JSON ``{"path": ...}``), and index it. A single file that fails is an error; a folder lists
-        each file's outcome."""
+        (JSON ``{"path": ...}``): one ingestion job per file (202). With ``wait=true`` the jobs run
+        before the answer (201); a single file that fails is then an error with its job's code."""
         await run_in_threadpool(svc.library, name, who.tenant)  # NotFound before reading the body
         content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if content_type == "multipart/form-data":
@@ -378,8 +492,8 @@ def _routes(svc: Service, limit: int) -> APIRouter:
                 if not isinstance(upload, StarletteUploadFile):
                     raise RequestInvalid("a multipart upload needs a file part named 'file'")
                 check_size(upload.size)
-                results = [await run_in_threadpool(svc.add_upload, upload.filename or "", upload.file, name,
-                                                   who.tenant)]
+                jobs = [await run_in_threadpool(svc.add_upload, upload.filename or "", upload.file, name,
+                                                who.tenant)]
             finally:
                 await form.close()
         elif content_type == "application/json":
@@ -387,15 +501,18 @@ def _routes(svc: Service, limit: int) -> APIRouter:
                 body = RegisterPath.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise RequestValidationError(exc.errors(include_url=False)) from exc
-            results = await run_in_threadpool(_register, body.path, name, who.tenant)
+            jobs = await run_in_threadpool(_register, body.path, name, who.tenant)
         else:
             raise ContentTypeUnsupported(f"send multipart/form-data (an upload) or application/json (a path), "
                                          f"not {content_type or 'no content type'!r}")
-        if len(results) == 1 and results[0].status == "failed":
-            raise IngestFailed(results[0])
-        return IngestResponse(results=results)
+        if wait:
+            jobs = await run_in_threadpool(svc.run_jobs, jobs)
+            if len(jobs) == 1 and jobs[0].status == "failed":
+                raise IngestFailed(jobs[0])
+            response.status_code = 201
+        return JobsResponse(jobs=jobs)
 
-    def _register(path: str, library: str, tenant: str) -> list[IngestResult]:
+    def _register(path: str, library: str, tenant: str) -> list[Job]:
         root = svc.settings.media_root
         target = (root / path).expanduser().resolve()
         if not target.is_relative_to(root) or target.is_relative_to(svc.settings.data_dir):
@@ -405,20 +522,55 @@ def _routes(svc: Service, limit: int) -> APIRouter:
         files = [f for f in expand([target]) if not f.resolve().is_relative_to(svc.settings.data_dir)]
         if not files:
             raise MediaError(f"{path}: no media files in this folder")
-        return svc.index(files, library, tenant)
+        return svc.submit(files, library, tenant)
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    @router.get("/jobs", response_model=JobPage, tags=["jobs"])
+    def list_jobs(who: CallerDep, library: str | None = None, status: JobStatus | None = None,
+                  offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobPage:
+        """The tenant's ingestion jobs, newest first, with progress per step."""
+        items, total = svc.jobs.list(who.tenant, library, status, offset, limit)
+        return JobPage(items=items, total=total, offset=offset, limit=limit)
+
+    @router.get("/jobs/{job_id}", response_model=Job, tags=["jobs"])
+    def get_job(job_id: int, who: CallerDep) -> Job:
+        return svc.jobs.get(job_id, who.tenant)
+
+    @router.post("/jobs/{job_id}/cancel", response_model=Job, tags=["jobs"],
+                 responses={409: {"model": ErrorResponse}})
+    def cancel_job(job_id: int, who: CallerDep) -> Job:
+        """A queued job stops at once; a running one within a second or so (its medium is not kept)."""
+        return svc.jobs.cancel(job_id, who.tenant)
+
+    @router.post("/jobs/{job_id}/retry", response_model=Job, tags=["jobs"],
+                 responses={409: {"model": ErrorResponse}})
+    def retry_job(job_id: int, who: CallerDep) -> Job:
+        """Queue a failed or cancelled job again."""
+        return svc.jobs.retry(job_id, who.tenant)
 
     # -- search --------------------------------------------------------------------------------------
-    @router.post("/libraries/{name}/search", response_model=SearchResponse, tags=["search"])
-    def search_text(name: str, body: SearchRequest, who: CallerDep) -> SearchResponse:
-        return svc.search_report(body.text, None, name, who.tenant, body.top_k, body.routes)
+    def with_links(report: SearchResponse, tenant: str) -> SearchResults:
+        results = []
+        for r in report.results:
+            urls = links(tenant, r.library)
+            results.append(ResultWithLinks(**r.model_dump(), stream_url=urls.stream(r.media_id),
+                                           thumbnail_url=urls.thumbnail(r.media_id, r.thumbnail_time)))
+        return SearchResults(**{**report.model_dump(), "results": results})
 
-    @router.post("/libraries/{name}/search/image", response_model=SearchResponse, tags=["search"])
+    @router.post("/libraries/{name}/search", response_model=SearchResults, tags=["search"])
+    def search_text(name: str, body: SearchRequest, who: CallerDep) -> SearchResults:
+        return with_links(svc.search_report(body.text, None, name, who.tenant, body.top_k, body.routes), who.tenant)
+
+    @router.post("/libraries/{name}/search/image", response_model=SearchResults, tags=["search"])
     def search_image(name: str, who: CallerDep,
                      image: Annotated[UploadFile, File(description="the query image")],
                      text: Annotated[str | None, Form()] = None,
-                     top_k: Annotated[int, Form()] = 10) -> SearchResponse:
+                     top_k: Annotated[int, Form()] = 10,
+                     routes: Annotated[list[str] | None, Form()] = None) -> SearchResults:
         check_size(image.size)
-        return svc.search_report(text, image.file.read(), name, who.tenant, top_k)
+        return with_links(svc.search_report(text, image.file.read(), name, who.tenant, top_k, routes or None),
+                          who.tenant)
 
     return router
 

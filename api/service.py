@@ -26,6 +26,8 @@ from zhaopian.indexer.ingest import (
     expand,
     sha256_file,
 )
+from zhaopian.indexer.jobs import Job, JobQueue
+from zhaopian.indexer.worker import Worker
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
@@ -77,6 +79,8 @@ class Service:
         self.settings = settings or Settings()
         self.manager = manager or ModuleManager()
         self.catalog = Catalog(self.settings.data_dir)
+        #: ingestion jobs, shared with the worker processes
+        self.jobs = JobQueue(self.settings.data_dir)
         self._libraries: dict[tuple[str, str], Library] = {}
         self._lock = threading.Lock()
         #: text query -> ParsedQuery (rules by default; an LLM when ZHAOPIAN_LLM_URL is set)
@@ -92,6 +96,7 @@ class Service:
         for library in self._libraries.values():
             library.close()
         self._libraries.clear()
+        self.jobs.close()
         self.catalog.close()
 
     # libraries -------------------------------------------------------------------------------
@@ -135,6 +140,7 @@ class Service:
         for store in directory.glob("*.faiss"):  # server-side vector indexes go too
             drop_vector_store(store, config.vector_store)
         self.catalog.delete_library(tenant, name)
+        self.jobs.cancel_library(tenant, name)
         shutil.rmtree(directory, ignore_errors=True)
 
     def library(self, name: str = DEFAULT_LIBRARY, tenant: str | None = None, create: bool = False) -> Library:
@@ -158,9 +164,27 @@ class Service:
         ingestor = Ingestor(lib, self.settings.media_roots)
         return ingestor.add(list(expand(Path(p) for p in paths)), progress)
 
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Iterable[Path | str], library: str = DEFAULT_LIBRARY,
+               tenant: str | None = None) -> list[Job]:
+        """Queue files (folders are scanned) for the workers; a file already queued, or indexed with the
+        same content, gives its existing job."""
+        lib = self.library(library, tenant, create=True)
+        files = list(expand(Path(p) for p in paths))
+        return [self.jobs.submit(lib.record.tenant, lib.name, Path(f).expanduser().absolute())[0] for f in files]
+
+    def worker(self) -> Worker:
+        """A worker over this service's queue and libraries (run it in a thread or a process)."""
+        return Worker(self.jobs, lambda tenant, name: self.library(name, tenant), self.settings.media_roots,
+                      uploads=self.settings.upload_dir / "uploads")
+
+    def run_jobs(self, jobs: Iterable[Job], on_progress: Callable[[Job], None] | None = None) -> list[Job]:
+        """Run these jobs in this process now (waiting for any a worker already runs); their final state."""
+        return self.worker().run_these([j.id for j in jobs], on_progress)
+
     def add_upload(self, filename: str, data: bytes | BinaryIO, library: str = DEFAULT_LIBRARY,
-                   tenant: str | None = None) -> IngestResult:
-        """Index uploaded bytes: stored under the data directory (write then rename), then indexed."""
+                   tenant: str | None = None) -> Job:
+        """Store uploaded bytes under the data directory (write then rename) and queue them for indexing."""
         lib = self.library(library, tenant, create=True)
         name = Path(filename).name.strip()
         if not name or name in {".", ".."}:
@@ -173,11 +197,12 @@ class Service:
             shutil.copyfileobj(source, fh)
         digest = sha256_file(Path(tmp))
         target = folder / f"{digest[:16]}-{name}"
-        os.replace(tmp, target)
-        [result] = Ingestor(lib, self.settings.media_roots).add([target])
-        if result.status == "failed":
-            target.unlink(missing_ok=True)
-        return result
+        if target.is_file() and target.stat().st_size == os.stat(tmp).st_size:
+            os.unlink(tmp)  # the same bytes under the same name: the same file, so the same job
+        else:
+            os.replace(tmp, target)
+        job, _ = self.jobs.submit(lib.record.tenant, lib.name, target)
+        return job
 
     def media(self, library: str = DEFAULT_LIBRARY, tenant: str | None = None, offset: int = 0,
               limit: int = 100) -> list[MediaRecord]:
@@ -212,6 +237,7 @@ class Service:
         responses = []
         for name in dict.fromkeys(names):
             lib = self.library(name, tenant)
+            lib.refresh()  # what workers indexed since the last search
             report = search(lib, Query(text=query.text, image=query.image, top_k=top_k),
                             lambda _text: parsed, routes)
             responses.append((lib, report))

@@ -117,14 +117,17 @@ def chunks(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
 
 
 ProgressFn = Callable[[str, IngestResult | None], None]
+#: (step, fraction done): step is "decode", a module's name or "write"; raising stops the medium cleanly
+StepFn = Callable[[str, float], None]
 
 
 class Ingestor:
     """Adds media to one library."""
 
     def __init__(self, library: Library, media_roots: list[Path], *, chunk_size: int = 32, flush_every: int = 16,
-                 decode_threads: int = 0) -> None:
+                 decode_threads: int = 0, on_step: StepFn | None = None) -> None:
         self.library = library
+        self.on_step = on_step
         self.media_roots = media_roots
         self.chunk_size = chunk_size
         self.flush_every = flush_every
@@ -179,19 +182,25 @@ class Ingestor:
         frame_modules = {n: m for n, m in modules.items() if m.reads == "frames"}
         file_modules = {n: m for n, m in modules.items() if m.reads == "file"}
         try:
+            self._step("decode", 0.0)
+            for name in modules:
+                self._step(name, 0.0)
             features: dict[str, list] = {name: [] for name in modules}
             # modules that read the whole file (speech, metadata) run beside the frame loop
             with ThreadPoolExecutor(max_workers=max(1, len(file_modules)), thread_name_prefix="extract") as pool:
                 pending = {name: pool.submit(self._timed, f"extract.{name}", module.extract, info, ())
                            for name, module in file_modules.items()}
                 frames = self._extract_frames(real, info, frame_modules, features) if frame_modules else 0
+                self._step("decode", 1.0)
                 for name, future in pending.items():
                     features[name].append(future.result())
+                    self._step(name, 0.95)
             units = 0
             for name, module in modules.items():
                 t = time.perf_counter()
                 units += module.write(info, features[name])
                 self.stats.add(f"write.{name}", time.perf_counter() - t)
+                self._step(name, 1.0)
         except BaseException:
             for module in modules.values():
                 module.remove([media_id])
@@ -205,6 +214,10 @@ class Ingestor:
         status = "replaced" if previous is not None else "indexed"
         return IngestResult(str(real), status, media_id, frames=frames, units=units, duration=probe.duration)
 
+    def _step(self, step: str, fraction: float) -> None:
+        if self.on_step is not None:
+            self.on_step(step, min(1.0, fraction))
+
     def _timed(self, stage: str, fn: Callable, *args):
         t = time.perf_counter()
         try:
@@ -215,14 +228,18 @@ class Ingestor:
     def _extract_frames(self, path: Path, info: MediaInfo, modules: dict, features: dict[str, list]) -> int:
         """Decode sampled frames (in a prefetch thread) and hand each chunk to every frame module."""
         frames = 0
+        # frame modules report 0.95 when all frames are read; writing the features is the rest
+        expected = max(1.0, info.duration / info.sample_step) if info.kind == "video" else 1.0
         t_decode = time.perf_counter()
         stream = prefetch(chunks(decode.iter_frames(path, self.library.config.sample_fps,
                                                     threads=self.decode_threads), self.chunk_size))
         for chunk in stream:
             self.stats.add("decode_wait", time.perf_counter() - t_decode)
             frames += len(chunk)
+            self._step("decode", 0.95 * frames / expected)
             for name, module in modules.items():
                 features[name].append(self._timed(f"extract.{name}", module.extract, info, chunk))
+                self._step(name, 0.95 * frames / expected)
             t_decode = time.perf_counter()
         return frames
 

@@ -97,6 +97,10 @@ class Module(ABC):
     def metadata_changed(self, media_id: int) -> None:
         """A medium's title, description, tags or fields were edited (re-index them if you store them)."""
 
+    def reload(self) -> None:
+        """Another process (a worker) changed the library: drop stores cached in memory that are now stale.
+        Called outside any write of this process, before a search and when the write lock is taken."""
+
     # search ---------------------------------------------------------------------------------
     @abstractmethod
     def rewrite(self, query: Query) -> Any | None:

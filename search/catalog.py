@@ -413,6 +413,10 @@ class MediaCatalog:
             self.conn.executemany("DELETE FROM media WHERE id=?", [(i,) for i in media_ids])
 
     # units
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to this catalog."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
     def add_units(self, media_id: int, module: str, spans: list[tuple[float, float, float]]) -> list[int]:
         with transaction(self.conn):
             ids = []

@@ -71,8 +71,8 @@ class Library:
         self.modules = {name: manager.create(name, opts, context) for name, opts in self.config.modules.items()}
         self._thread_lock = threading.RLock()
         self._lock_depth = 0
-        with self.write_lock():
-            self.recover()
+        self._version = self.media.data_version()
+        self._recover_if_idle()
 
     @property
     def name(self) -> str:
@@ -93,10 +93,36 @@ class Library:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 self._lock_depth = 1
                 try:
+                    self.refresh()  # write on top of what other processes wrote, not an old copy
+                    self.recover()  # no live writer holds the library now: what is unfinished is a dead one's
                     yield
                 finally:
                     self._lock_depth = 0
                     fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _recover_if_idle(self) -> None:
+        """On open, finish what a crashed writer left, unless a live writer holds the library (a worker
+        mid-ingest): then its unfinished media are its own, and the next write lock recovers."""
+        with self._thread_lock, open(self.directory / ".write.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            try:
+                self.recover()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def refresh(self) -> bool:
+        """See what other processes (workers, the CLI) committed since this process last looked.
+        Cheap when nothing changed: one SQLite pragma."""
+        version = self.media.data_version()
+        if version == self._version:
+            return False
+        self._version = version
+        for module in self.modules.values():
+            module.reload()
+        return True
 
     def recover(self) -> list[int]:
         """Finish what an interrupted ingest or delete left: those media are removed everywhere."""

@@ -185,16 +185,16 @@ def test_unknown_library_media_and_ids(client, colour_library, user_key):
 def test_upload_indexes_and_is_searchable(client, service, user_key):
     headers = bearer(user_key)
     client.post("/v1/libraries", json={"name": "shots", "config": COLOR_OPTIONS}, headers=headers)
-    response = client.post("/v1/libraries/shots/media", headers=headers,
+    response = client.post("/v1/libraries/shots/media?wait=true", headers=headers,
                            files={"file": ("sky.png", png_bytes(BLUE), "image/png")})
     assert response.status_code == 201, response.text
-    [item] = response.json()["results"]
-    assert item["status"] == "indexed" and item["media_id"] is not None
+    [item] = response.json()["jobs"]
+    assert (item["status"], item["outcome"]) == ("done", "indexed") and item["media_id"] is not None
     assert Path(item["path"]).is_relative_to(service.settings.upload_dir)
 
-    again = client.post("/v1/libraries/shots/media", headers=headers,
+    again = client.post("/v1/libraries/shots/media?wait=true", headers=headers,
                         files={"file": ("sky-again.png", png_bytes(BLUE), "image/png")})
-    assert again.json()["results"][0]["status"] == "duplicate"
+    assert again.json()["jobs"][0]["outcome"] == "duplicate"
     found = client.post("/v1/libraries/shots/search", json={"text": "blue", "top_k": 1}, headers=headers).json()
     assert found["results"][0]["media_id"] == item["media_id"]
 
@@ -202,7 +202,7 @@ def test_upload_indexes_and_is_searchable(client, service, user_key):
 def test_upload_failures(client, user_key):
     headers = bearer(user_key)
     client.post("/v1/libraries", json={"name": "shots", "config": COLOR_OPTIONS}, headers=headers)
-    url = "/v1/libraries/shots/media"
+    url = "/v1/libraries/shots/media?wait=true"
     assert_error(client.post(url, headers=headers, files={"file": ("big.png", b"\0" * (UPLOAD_LIMIT + 1))}),
                  413, "payload_too_large")
     assert_error(client.post(url, headers=headers, files={"file": ("huge.png", b"\0" * (UPLOAD_LIMIT * 10))}),
@@ -215,19 +215,20 @@ def test_upload_failures(client, user_key):
                  415, "content_type_unsupported")
     assert_error(client.post("/v1/libraries/missing/media", headers=headers,
                              files={"file": ("a.png", png_bytes(RED))}), 404, "not_found")
-    assert client.get(url, headers=headers).json()["total"] == 0
+    assert client.get("/v1/libraries/shots/media", headers=headers).json()["total"] == 0
 
 
 def test_register_paths_under_the_media_root(client, user_key, colour_videos, media_root, env):
     headers = bearer(user_key)
     client.post("/v1/libraries", json={"name": "clips", "config": COLOR_OPTIONS}, headers=headers)
-    url = "/v1/libraries/clips/media"
+    url = "/v1/libraries/clips/media?wait=true"
     one = client.post(url, json={"path": "a.mp4"}, headers=headers)
     assert one.status_code == 201, one.text
-    assert [r["status"] for r in one.json()["results"]] == ["indexed"]
-    folder = client.post(url, json={"path": str(media_root)}, headers=headers).json()["results"]
-    assert sorted((Path(r["path"]).name, r["status"]) for r in folder) == [
-        ("a.mp4", "duplicate"), ("b.mp4", "indexed"), ("still.png", "indexed")]
+    assert [r["outcome"] for r in one.json()["jobs"]] == ["indexed"]
+    folder = client.post(url, json={"path": str(media_root)}, headers=headers).json()["jobs"]
+    assert sorted((Path(r["path"]).name, r["outcome"]) for r in folder) == [
+        ("a.mp4", "indexed"), ("b.mp4", "indexed"), ("still.png", "indexed")]
+    assert folder[0]["id"] == one.json()["jobs"][0]["id"]  # a.mp4 again is the same job, not a new one
 
     outside = write_image(env.parent / "elsewhere" / "x.png", GREEN)
     assert_error(client.post(url, json={"path": str(outside)}, headers=headers), 403, "path_outside_media_root")
@@ -237,7 +238,7 @@ def test_register_paths_under_the_media_root(client, user_key, colour_videos, me
     assert_error(client.post(url, content=b'{"path": ', headers={**headers, "Content-Type": "application/json"}),
                  422, "request_invalid")
     assert_error(client.post(url, json={"file": "a.mp4"}, headers=headers), 422, "request_invalid")
-    assert client.get(url, headers=headers).json()["total"] == 3
+    assert client.get("/v1/libraries/clips/media", headers=headers).json()["total"] == 3
 
 
 def test_registering_never_reaches_into_the_data_dir(service, user_key, media_root, monkeypatch):

@@ -183,14 +183,18 @@ def test_upload_is_stored_and_indexed_and_bad_upload_leaves_nothing(service, col
     colour_videos["b"].unlink()
     service.delete_medium(next(m.id for m in service.media(library=colour_library) if m.path.endswith("b.mp4")),
                           library=colour_library)
-    result = service.add_upload("../../evil/b.mp4", data, library=colour_library)
-    assert result.status == "indexed"
+    def upload(name: str, content: bytes):
+        [job] = service.run_jobs([service.add_upload(name, content, library=colour_library)])
+        return job
+
+    result = upload("../../evil/b.mp4", data)
+    assert (result.status, result.outcome) == ("done", "indexed")
     assert "/uploads/default/colours/" in result.path and result.path.endswith("-b.mp4")
     assert spans(service.search("red", library=colour_library, top_k=1))[0][1:] == (2.0, 4.0)
-    again = service.add_upload("b.mp4", data, library=colour_library)
-    assert again.status == "duplicate"
-    bad = service.add_upload("x.mp4", b"garbage", library=colour_library)
-    assert bad.status == "failed" and bad.code == "media_invalid"
+    again = upload("b.mp4", data)
+    assert again.id == result.id  # the same file again is the same job
+    bad = upload("x.mp4", b"garbage")
+    assert bad.status == "failed" and bad.error.code == "media_invalid"
     upload_dir = service.settings.upload_dir / "uploads" / "default" / colour_library
     assert [p.name.split("-", 1)[1] for p in upload_dir.iterdir()] == ["b.mp4"]  # no failed or temp files
 

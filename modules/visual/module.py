@@ -107,6 +107,8 @@ class VisualModule(Module):
         super().__init__(config, context)
         self.encoder = create_encoder(config.encoder)
         self._stores: dict[str, VectorStore] = {}
+        #: each open store's file as it was when read or written: another process may replace it
+        self._stamps: dict[str, tuple[int, int, int] | None] = {}
         self._dirty: set[str] = set()
         self._checked = False
 
@@ -133,6 +135,7 @@ class VisualModule(Module):
             self._check_fingerprint()
             self._checked = True
         if space not in self._stores:
+            self._stamps[space] = _stamp(self._store_path(space))
             self._stores[space] = open_vector_store(self._store_path(space), self.encoder.spaces[space],
                                                     self.context.vector_store,
                                                     self.context.store_name("visual", space))
@@ -166,6 +169,7 @@ class VisualModule(Module):
             return
         for space in set(self._existing_spaces()) | set(self._stores):
             if space not in self._stores:  # removing needs no encoder: the file knows its dimension
+                self._stamps[space] = _stamp(self._store_path(space))
                 self._stores[space] = open_vector_store(self._store_path(space), None, self.context.vector_store,
                                                         self.context.store_name("visual", space))
             if self._stores[space].remove(ids):
@@ -174,7 +178,14 @@ class VisualModule(Module):
     def flush(self) -> None:
         for space in sorted(self._dirty):
             self._stores[space].save(self._store_path(space))
+            self._stamps[space] = _stamp(self._store_path(space))
         self._dirty.clear()
+
+    def reload(self) -> None:
+        """Another process wrote to the library: stores whose file changed are read again when next used."""
+        for space in list(self._stores):
+            if space not in self._dirty and _stamp(self._store_path(space)) != self._stamps.get(space):
+                self._stores.pop(space, None)
 
     # search -----------------------------------------------------------------------------------
     def rewrite(self, query: Query) -> VisualQuery | None:
@@ -201,3 +212,11 @@ class VisualModule(Module):
 
     def aggregate(self, hits: list[Hit], module_query: VisualQuery) -> list[Segment]:
         return merge_hits(hits, self.name, max_gap=self.config.merge_gap, spread=self.config.merge_spread)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
