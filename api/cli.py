@@ -6,6 +6,9 @@ import html
 import json
 import re
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,14 +16,16 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
+from zhaopian.indexer.ingest import resolve_under
+from zhaopian.indexer.jobs import Job
 from zhaopian.modules.visual.encoders.base import EncoderConfig
 from zhaopian.search.errors import ConfigError, ZhaopianError
 
@@ -37,6 +42,8 @@ encoder_app = typer.Typer(help="Prepare visual encoders.", no_args_is_help=True)
 app.add_typer(encoder_app, name="encoder")
 key_app = typer.Typer(help="Issue API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
+jobs_app = typer.Typer(help="Ingestion jobs: list, show, cancel, retry, watch progress.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -151,39 +158,167 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Video or image files, or folders to scan.")],
     library: LibraryOpt = DEFAULT_LIBRARY,
     tenant: TenantOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    queue_only: Annotated[bool, typer.Option("--queue", help="Only queue the files for `zhaopian worker`.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Index media into a library. Files that fail are reported; the rest still index."""
+    """Index media into a library: one job per file, run here with progress bars (or by workers with
+    --queue). Files that fail are reported; the rest still index. Interrupted, it resumes when run again."""
 
     def body():
         svc = _service()
-        from zhaopian.indexer.ingest import expand
-
-        files = list(expand(paths))
-        columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.description}"))
-        with Progress(*columns, console=err, disable=quiet or not err.is_terminal and not sys.stderr.isatty(),
-                      transient=True) as bar:
-            task = bar.add_task("", total=len(files))
-
-            def progress(path: str, result) -> None:
-                if result is None:
-                    bar.update(task, description=Path(path).name)
-                else:
-                    bar.advance(task)
-
-            results = svc.index(files, library, tenant, progress)
+        jobs = svc.submit(paths, library, tenant)
+        if queue_only:
+            for job in jobs:
+                out.print(f"job {job.id} {job.status}: {job.path}", markup=False, highlight=False)
+            return
+        before = {job.id for job in jobs if job.status == "done"}
+        with _job_bars(quiet) as bars:
+            bars.expect(jobs)
+            finished = svc.run_jobs(jobs, bars.update)
         failed = 0
-        for r in results:
-            if r.status == "failed":
+        for job in finished:
+            if job.id in before:
+                out.print(f"unchanged: {job.path} (medium {job.media_id})", markup=False, highlight=False)
+            elif job.status != "done":
                 failed += 1
-                err.print(f"error[{r.code}]: {r.message}", markup=False, highlight=False)
+                code, message = (job.error.code, job.error.message) if job.error else (job.status, job.status)
+                err.print(f"error[{code}]: {message}", markup=False, highlight=False)
             else:
-                extra = f", {r.frames} frames -> {r.units} clips" if r.status != "duplicate" else f" ({r.message})"
-                out.print(f"{r.status}: {r.path}{extra}", markup=False, highlight=False)
-        out.print(f"{len(results) - failed} of {len(results)} files ok", highlight=False)
+                out.print(f"{job.outcome}: {job.path} (medium {job.media_id})", markup=False, highlight=False)
+        out.print(f"{len(finished) - failed} of {len(finished)} files ok", highlight=False)
         if failed:
             raise typer.Exit(1)
+
+    run(body)
+
+
+class _JobBars:
+    """A bar for all files and one per running file, showing each step's progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.total = progress.add_task("[bold]files", total=0)
+        self.rows: dict[int, int] = {}
+        self.ended: set[int] = set()
+
+    def expect(self, jobs: list[Job]) -> None:
+        self.progress.update(self.total, total=len(jobs))
+        for job in jobs:
+            if not job.active:
+                self.update(job)
+
+    def update(self, job: Job) -> None:
+        name = Path(job.path).name
+        if not job.active:
+            if job.id not in self.ended:
+                self.ended.add(job.id)
+                self.progress.advance(self.total)
+            if (row := self.rows.pop(job.id, None)) is not None:
+                self.progress.remove_task(row)
+            return
+        steps = " ".join(f"{step} {value:.0%}" for step, value in job.modules.items())
+        if job.id not in self.rows:
+            self.rows[job.id] = self.progress.add_task(name, total=1.0)
+        self.progress.update(self.rows[job.id], completed=job.progress, description=f"{name}  [dim]{steps}")
+
+
+@contextmanager
+def _job_bars(quiet: bool = False) -> Iterator[_JobBars]:
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=quiet or not err.is_terminal and not sys.stderr.isatty(),
+                  transient=True) as progress:
+        yield _JobBars(progress)
+
+
+# -- jobs and workers ------------------------------------------------------------------------------
+@jobs_app.command("list")
+def jobs_list(library: Annotated[str | None, typer.Option("--library", "-l")] = None, tenant: TenantOpt = None,
+              status: Annotated[str | None, typer.Option(help="queued, running, done, failed or cancelled")] = None,
+              limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Ingestion jobs, newest first."""
+
+    def body():
+        svc = _service()
+        items, total = svc.jobs.list(tenant or svc.settings.tenant, library, status, 0, limit)
+        if as_json:
+            out.print_json(json.dumps({"items": [j.model_dump(mode="json") for j in items], "total": total}))
+            return
+        table = Table("id", "library", "status", "progress", "steps", "file", "outcome / error")
+        for j in items:
+            steps = " ".join(f"{k} {v:.0%}" for k, v in j.modules.items())
+            result = j.outcome or (f"{j.error.code}: {j.error.message}" if j.error else "")
+            table.add_row(str(j.id), j.library, j.status, f"{j.progress:.0%}", steps, Path(j.path).name, result)
+        out.print(table)
+        out.print(f"{len(items)} of {total} jobs", highlight=False)
+
+    run(body)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, tenant: TenantOpt = None) -> None:
+    """One job as JSON."""
+    run(lambda: out.print_json(_service().jobs.get(job_id, tenant or Settings().tenant).model_dump_json()))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int, tenant: TenantOpt = None) -> None:
+    """Cancel a queued job, or stop a running one (its file is not kept in the library)."""
+    run(lambda: out.print(f"job {job_id}: {_service().jobs.cancel(job_id, tenant or Settings().tenant).status}"))
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: int, tenant: TenantOpt = None) -> None:
+    """Queue a failed or cancelled job again."""
+    run(lambda: out.print(f"job {job_id}: {_service().jobs.retry(job_id, tenant or Settings().tenant).status}"))
+
+
+@jobs_app.command("watch")
+def jobs_watch(library: Annotated[str | None, typer.Option("--library", "-l")] = None,
+               tenant: TenantOpt = None) -> None:
+    """Progress bars of the queued and running jobs (run by workers) until none is left."""
+
+    def body():
+        svc = _service()
+        who = tenant or svc.settings.tenant
+        active = [j for s in ("running", "queued") for j in svc.jobs.list(who, library, s, 0, 1000)[0]]
+        with _job_bars() as bars:
+            bars.expect(active)
+            while active:
+                active = [svc.jobs.get(j.id) for j in active]
+                for job in active:
+                    bars.update(job)
+                active = [j for j in active if j.active]
+                time.sleep(0.5)
+
+    run(body)
+
+
+@app.command("worker")
+def worker(
+    processes: Annotated[int, typer.Option("--processes", "-p", min=1, help="Worker processes.")] = 1,
+    watch: Annotated[list[Path] | None, typer.Option(help="Folder to watch: new files are queued as they "
+                                                          "appear (repeatable).")] = None,
+    library: LibraryOpt = DEFAULT_LIBRARY,
+    tenant: TenantOpt = None,
+    drain: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Run ingestion jobs from the queue (submitted by the API, `index --queue` or --watch).
+    Ctrl-C or SIGTERM stops after the current job; a killed worker's job is run again by the next one."""
+
+    def body():
+        from .workers import WorkerPool, watchers, worker_main
+
+        if drain and not watch and processes == 1:
+            worker_main(drain=True)
+            return
+        svc = _service()
+        for folder in watch or []:
+            resolve_under(folder, svc.settings.media_roots)
+        pool = WorkerPool(processes, watchers(svc, watch or [], library, tenant, interval=1.0)).start()
+        err.print(f"{processes} worker process(es) running" +
+                  (f", watching {', '.join(map(str, watch))}" if watch else "") + "; Ctrl-C stops them")
+        pool.wait()
 
     run(body)
 
@@ -316,17 +451,54 @@ def key_create(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=0, help="Ingestion worker processes to run beside the API "
+                                                     "(0: run `zhaopian worker` elsewhere).")] = 1,
+    ui_key: Annotated[bool, typer.Option(help="Print the web UI's address with a key of ZHAOPIAN_TENANT.")] = True,
 ) -> None:
-    """Run the HTTP API (docs at /docs); requests need an API key from `zhaopian key create`."""
+    """Run the HTTP API (docs at /docs) and the web UI (at /), with ingestion workers."""
 
     def body():
         import uvicorn
 
         from .http import create_app
+        from .workers import WorkerPool
 
-        uvicorn.run(create_app(), host=host, port=port)
+        svc = _service()
+        if ui_key:
+            key = _ui_key(svc)
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            err.print(f"web UI: http://{shown}:{port}/#key={key}", markup=False, highlight=False)
+        pool = WorkerPool(workers).start() if workers else None
+        try:
+            uvicorn.run(create_app(svc), host=host, port=port)
+        finally:
+            if pool is not None:
+                pool.stop()
+            svc.close()
 
     run(body)
+
+
+def _ui_key(svc: Service) -> str:
+    """The web UI's key for the CLI's tenant: kept in the data directory (owner-only), made on first use."""
+    from .auth import Unauthorized, authenticate, create_key
+
+    path = svc.settings.data_dir / "ui.key"
+    if path.is_file():
+        key = path.read_text().strip()
+        try:
+            authenticate(svc.catalog, key)
+            return key
+        except Unauthorized:
+            pass
+    svc.catalog.ensure_tenant(svc.settings.tenant)
+    key = create_key(svc.catalog, svc.settings.tenant).key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".ui.key.tmp")
+    tmp.write_text(key)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return key
 
 
 # -- demo ----------------------------------------------------------------------------------------

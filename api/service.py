@@ -170,8 +170,14 @@ class Service:
         """Queue files (folders are scanned) for the workers; a file already queued, or indexed with the
         same content, gives its existing job."""
         lib = self.library(library, tenant, create=True)
-        files = list(expand(Path(p) for p in paths))
-        return [self.jobs.submit(lib.record.tenant, lib.name, Path(f).expanduser().absolute())[0] for f in files]
+        jobs = []
+        for file in expand(Path(p) for p in paths):
+            path = Path(file).expanduser().absolute()
+            job, _ = self.jobs.submit(lib.record.tenant, lib.name, path)
+            if job.status == "done" and not lib.media.exists(job.media_id):  # deleted since: index it again
+                job, _ = self.jobs.submit(lib.record.tenant, lib.name, path, fresh=True)
+            jobs.append(job)
+        return jobs
 
     def worker(self) -> Worker:
         """A worker over this service's queue and libraries (run it in a thread or a process)."""
@@ -201,7 +207,7 @@ class Service:
             os.unlink(tmp)  # the same bytes under the same name: the same file, so the same job
         else:
             os.replace(tmp, target)
-        job, _ = self.jobs.submit(lib.record.tenant, lib.name, target)
+        [job] = self.submit([target], lib.name, lib.record.tenant)
         return job
 
     def media(self, library: str = DEFAULT_LIBRARY, tenant: str | None = None, offset: int = 0,

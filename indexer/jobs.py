@@ -140,15 +140,15 @@ class JobQueue:
         self.conn.close()
 
     # -- submitting ----------------------------------------------------------------------------
-    def submit(self, tenant: str, library: str, path: Path | str) -> tuple[Job, bool]:
-        """Queue a file; returns (job, created). An active job for the file, or a finished one for the
-        same content, is returned as it is (idempotent re-submission)."""
+    def submit(self, tenant: str, library: str, path: Path | str, fresh: bool = False) -> tuple[Job, bool]:
+        """Queue a file; returns (job, created). An active job for the file, or a done one for the same
+        content, is returned as it is (idempotent re-submission); ``fresh`` skips the done one."""
         path = str(path)
         stamp = fingerprint(Path(path))
         with transaction(self.conn) as conn:
             row = conn.execute("SELECT * FROM jobs WHERE tenant=? AND library=? AND path=? ORDER BY id DESC LIMIT 1",
                                (tenant, library, path)).fetchone()
-            if row is not None and (row["status"] in ACTIVE or (row["status"] == "done"
+            if row is not None and (row["status"] in ACTIVE or (row["status"] == "done" and not fresh
                                                                  and row["fingerprint"] == stamp)):
                 return _job(row), False
             cur = conn.execute("INSERT INTO jobs (tenant, library, path, fingerprint, created) VALUES (?, ?, ?, ?, ?)",

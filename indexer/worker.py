@@ -67,12 +67,15 @@ class Worker:
         return done
 
     def run_these(self, job_ids: Iterable[int], on_progress: Callable[[Job], None] | None = None) -> list[Job]:
-        """Run the given jobs here and now (waiting for those another worker already runs); their final state."""
+        """Run the given jobs here and now (waiting for those another worker already runs); their final state.
+        ``on_progress`` sees each running job about once a second and each job this worker finishes."""
         ids = list(job_ids)
         while True:
             job = self.queue.claim(self.name, ids) if ids else None
             if job is not None:
-                self.run_job(job, on_progress)
+                finished = self.run_job(job, on_progress)
+                if on_progress:
+                    on_progress(finished)
                 continue
             jobs = [self.queue.get(i) for i in ids]
             if not any(j.active for j in jobs):

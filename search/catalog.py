@@ -345,6 +345,11 @@ class MediaCatalog:
             raise NotFound(f"unknown medium {media_id}")
         return self._media(row)
 
+    def exists(self, media_id: int | None) -> bool:
+        """A medium with this id is in the catalog (ready or being indexed)."""
+        return media_id is not None and self.conn.execute(
+            "SELECT 1 FROM media WHERE id=? AND status IN ('ready', 'indexing')", (media_id,)).fetchone() is not None
+
     def find(self, *, sha256: str | None = None, path: str | None = None) -> MediaRecord | None:
         col, value = ("sha256", sha256) if sha256 is not None else ("path", path)
         row = self.conn.execute(f"SELECT * FROM media WHERE {col}=? AND status='ready' ORDER BY id LIMIT 1",

@@ -55,7 +55,7 @@ def test_image_search(cli_library, media_root):
 
 def test_reindex_is_noop_and_delete_removes(cli_library, colour_videos):
     r = zp("index", colour_videos["a"], "--library", cli_library)
-    assert r.exit_code == 0 and "duplicate" in r.stdout
+    assert r.exit_code == 0 and "unchanged:" in r.stdout
     media = json.loads(zp("media", "list", "--library", cli_library, "--json").stdout)
     assert len(media) == 3
     b = next(m for m in media if m["path"].endswith("b.mp4"))
