@@ -9,11 +9,11 @@ Every error is ``{"error": {"code": ..., "message": ...}}`` with a stable code:
     request_invalid 422, config_invalid 422, query_invalid 422, media_invalid 422, io_error 422,
     unauthorized 401, forbidden 403, path_outside_media_root 403, not_found 404,
     method_not_allowed 405, already_exists 409, job_conflict 409, payload_too_large 413,
-    range_not_satisfiable 416,
     content_type_unsupported 415, model_unavailable 503, store_unavailable 503, internal 500
 
 Media files and thumbnails are also reachable without the header through the signed
 ``stream_url`` and ``thumbnail_url`` that media and search results carry (for ``<video src>``).
+A byte range past the end of a file gets the plain HTTP 416 with ``Content-Range: bytes */size``.
 
 Adding media queues an ingestion job per file (202); workers run them (``zhaopian worker``, or
 the ones ``zhaopian serve`` starts). ``?wait=true`` runs them in the request and answers when done.
@@ -59,7 +59,7 @@ STATUS = {
     "request_invalid": 422, "config_invalid": 422, "query_invalid": 422, "media_invalid": 422, "io_error": 422,
     "unauthorized": 401, "forbidden": 403, "path_outside_media_root": 403, "not_found": 404,
     "method_not_allowed": 405, "already_exists": 409, "job_conflict": 409, "payload_too_large": 413,
-    "content_type_unsupported": 415, "range_not_satisfiable": 416,
+    "content_type_unsupported": 415,
     "model_unavailable": 503, "store_unavailable": 503, "internal": 500,
 }
 #: room for the multipart framing and form fields around an upload when checking Content-Length
@@ -445,7 +445,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     @router.head("/libraries/{name}/media/{media_id}/file", include_in_schema=False)
     @router.get("/libraries/{name}/media/{media_id}/file", tags=["media"], response_class=FileResponse,
-                responses={206: {"description": "a byte range"}, 416: {"model": ErrorResponse}})
+                responses={206: {"description": "a byte range"}, 416: {"description": "range past the end"}})
     def stream_medium(name: str, media_id: int, tenant: ReaderDep) -> FileResponse:
         """The medium's file; ``Range: bytes=...`` gives 206 with that part, so players can seek."""
         record = svc.medium(media_id, name, tenant)

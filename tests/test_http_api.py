@@ -314,6 +314,10 @@ def test_tenant_isolation(client, colour_library, user_key, other_key):
     assert_error(client.post("/v1/libraries/colours/search/image", headers=theirs,
                              files={"image": ("q.png", png_bytes(RED))}), 404, "not_found")
     assert_error(client.delete("/v1/libraries/colours", headers=theirs), 404, "not_found")
+    assert_error(client.get(f"/v1/libraries/colours/media/{medium_id}/file", headers=theirs), 404, "not_found")
+    assert_error(client.get(f"/v1/libraries/colours/media/{medium_id}/thumbnail", headers=theirs), 404, "not_found")
+    assert_error(client.post("/v1/libraries/colours/media", json={"path": "a.mp4"}, headers=theirs),
+                 404, "not_found")
 
     # the same library name in the other tenant is a different, empty library
     created = client.post("/v1/libraries", json={"name": "colours", "config": COLOR_OPTIONS}, headers=theirs)
@@ -351,3 +355,144 @@ def test_cli_issues_keys_the_api_accepts(env, service, client):
     assert client.get("/v1/libraries", headers=bearer(key)).json() == []
     assert client.post("/v1/tenants", json={"name": "guests"}, headers=bearer(key)).status_code == 201
     assert "studio" in service.catalog.tenants()
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+def test_media_become_jobs_that_a_worker_runs(client, service, user_key, other_key, colour_videos, media_root):
+    headers = bearer(user_key)
+    client.post("/v1/libraries", json={"name": "clips", "config": COLOR_OPTIONS}, headers=headers)
+    (media_root / "broken.mp4").write_bytes(b"\0" * 64)
+    queued = client.post("/v1/libraries/clips/media", json={"path": "."}, headers=headers)
+    assert queued.status_code == 202, queued.text
+    jobs = queued.json()["jobs"]
+    assert len(jobs) == 4 and {j["status"] for j in jobs} == {"queued"} and {j["library"] for j in jobs} == {"clips"}
+    again = client.post("/v1/libraries/clips/media", json={"path": "a.mp4"}, headers=headers).json()["jobs"]
+    assert again[0]["id"] == next(j["id"] for j in jobs if j["path"].endswith("a.mp4"))  # idempotent
+
+    # a queued job can be cancelled and retried; the other tenant sees none of it
+    victim = jobs[0]["id"]
+    assert client.post(f"/v1/jobs/{victim}/cancel", headers=headers).json()["status"] == "cancelled"
+    assert_error(client.post(f"/v1/jobs/{victim}/cancel", headers=headers), 409, "job_conflict")
+    theirs = bearer(other_key)
+    assert client.get("/v1/jobs", headers=theirs).json()["total"] == 0
+    for method, url in (("get", f"/v1/jobs/{victim}"), ("post", f"/v1/jobs/{victim}/retry"),
+                        ("post", f"/v1/jobs/{victim}/cancel")):
+        assert_error(getattr(client, method)(url, headers=theirs), 404, "not_found")
+    assert client.post(f"/v1/jobs/{victim}/retry", headers=headers).json()["status"] == "queued"
+    assert_error(client.post(f"/v1/jobs/{victim}/retry", headers=headers), 409, "job_conflict")
+
+    assert service.worker().run(drain=True) == 4
+    page = client.get("/v1/jobs?library=clips", headers=headers).json()
+    assert page["total"] == 4 and [j["id"] for j in page["items"]] == sorted((j["id"] for j in jobs), reverse=True)
+    by_name = {Path(j["path"]).name: j for j in page["items"]}
+    assert by_name["a.mp4"]["status"] == "done" and by_name["a.mp4"]["progress"] == 1.0
+    assert by_name["a.mp4"]["modules"] == {"decode": 1.0, "visual": 1.0}
+    assert by_name["broken.mp4"]["status"] == "failed" and by_name["broken.mp4"]["error"]["code"] == "media_invalid"
+    failed = client.get("/v1/jobs?status=failed", headers=headers).json()["items"]
+    assert [j["id"] for j in failed] == [by_name["broken.mp4"]["id"]]
+    second = client.get("/v1/jobs?limit=1&offset=1", headers=headers).json()
+    assert len(second["items"]) == 1 and second["items"][0]["id"] == page["items"][1]["id"]
+    assert_error(client.get("/v1/jobs?status=lost", headers=headers), 422, "request_invalid")
+    assert_error(client.get("/v1/jobs/999", headers=headers), 404, "not_found")
+    found = client.post("/v1/libraries/clips/search", json={"text": "blue", "top_k": 1}, headers=headers).json()
+    assert Path(found["results"][0]["video"]).name == "a.mp4"
+
+
+# -- streaming and thumbnails ----------------------------------------------------------------------
+def test_streaming_supports_ranges_and_signed_links(client, colour_library, colour_videos, user_key, other_key):
+    headers = bearer(user_key)
+    medium = next(m for m in client.get("/v1/libraries/colours/media", headers=headers).json()["items"]
+                  if m["path"].endswith("a.mp4"))
+    data = colour_videos["a"].read_bytes()
+    url = f"/v1/libraries/colours/media/{medium['id']}/file"
+    whole = client.get(url, headers=headers)
+    assert whole.status_code == 200 and whole.content == data and whole.headers["accept-ranges"] == "bytes"
+    assert whole.headers["content-type"] == "video/mp4"
+    part = client.get(url, headers={**headers, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    tail = client.get(url, headers={**headers, "Range": "bytes=-50"})
+    assert tail.status_code == 206 and tail.content == data[-50:]
+    assert client.get(url, headers={**headers, "Range": f"bytes={len(data) + 10}-"}).status_code == 416
+    assert client.head(url, headers=headers).headers["content-length"] == str(len(data))
+
+    # the signed link works without a key, for this medium only
+    signed = client.get(medium["stream_url"])
+    assert signed.status_code == 200 and signed.content == data
+    token = medium["stream_url"].split("token=")[1]
+    other_id = next(i for i in media_ids(client, user_key) if i != medium["id"])
+    assert_error(client.get(f"/v1/libraries/colours/media/{other_id}/file?token={token}"), 401, "unauthorized")
+    assert_error(client.get(f"{url}?token={token[:-2]}xx"), 401, "unauthorized")
+    assert_error(client.get(f"{url}?token=garbage"), 401, "unauthorized")
+    assert_error(client.get(url), 401, "unauthorized")
+    assert_error(client.get(url, headers=bearer(other_key)), 404, "not_found")  # another tenant's key
+
+
+def test_signed_links_expire_and_name_their_tenant(tmp_path):
+    from zhaopian.api.auth import Unauthorized
+    from zhaopian.api.signing import MediaSigner
+
+    signer = MediaSigner.for_data_dir(tmp_path)
+    assert MediaSigner.for_data_dir(tmp_path).secret == signer.secret  # one secret per data directory
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    token = signer.token("acme.tv", "news", 7, now=1000.0)
+    assert signer.verify(token, "news", 7, now=1000.0) == "acme.tv"
+    with pytest.raises(Unauthorized, match="expired"):
+        signer.verify(token, "news", 7, now=1000.0 + 2 * signer.ttl)
+    with pytest.raises(Unauthorized):
+        signer.verify(token, "sport", 7, now=1000.0)
+    forged = token.replace(token.split("~")[0], "b3RoZXI")  # "other"
+    with pytest.raises(Unauthorized):
+        signer.verify(forged, "news", 7, now=1000.0)
+
+
+def test_thumbnails_at_a_time(client, colour_library, user_key, service):
+    from PIL import Image
+
+    headers = bearer(user_key)
+    media = {Path(m["path"]).name: m for m in client.get("/v1/libraries/colours/media", headers=headers).json()["items"]}
+    url = f"/v1/libraries/colours/media/{media['a.mp4']['id']}/thumbnail"
+    expected = {1.0: (255, 0, 0), 4.5: (0, 255, 0), 8.0: (0, 0, 255), 99.0: (0, 0, 255)}  # past the end: last frame
+    for t, rgb in expected.items():
+        response = client.get(f"{url}?t={t}&width=64", headers=headers)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        image = Image.open(io.BytesIO(response.content)).convert("RGB")
+        assert image.width == 64
+        pixel = image.getpixel((32, image.height // 2))
+        assert all(abs(a - b) < 40 for a, b in zip(pixel, rgb, strict=True)), (t, pixel)
+    cached = list((service.settings.data_dir / "thumbnails").rglob("*.jpg"))
+    assert len(cached) == 4 and not list((service.settings.data_dir / "thumbnails").rglob(".thumb-*"))
+    still = client.get(media["still.png"]["thumbnail_url"])  # signed: no key needed
+    assert still.status_code == 200 and Image.open(io.BytesIO(still.content)).width <= 320
+    assert_error(client.get(f"{url}?t=-1", headers=headers), 422, "request_invalid")
+    assert_error(client.get(f"{url}?width=100000", headers=headers), 422, "request_invalid")
+    assert_error(client.get("/v1/libraries/colours/media/999/thumbnail", headers=headers), 404, "not_found")
+
+
+def test_results_carry_playable_links(client, colour_library, user_key):
+    body = client.post("/v1/libraries/colours/search", json={"text": "red", "top_k": 1},
+                       headers=bearer(user_key)).json()
+    [hit] = body["results"]
+    assert client.get(hit["stream_url"]).status_code == 200
+    thumb = client.get(hit["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert f"t={hit['thumbnail_time']:.1f}" in hit["thumbnail_url"]
+
+
+def test_media_file_gone_or_moved_outside_the_root(client, colour_library, colour_videos, user_key, tmp_path):
+    headers = bearer(user_key)
+    medium = next(m for m in client.get("/v1/libraries/colours/media", headers=headers).json()["items"]
+                  if m["path"].endswith("b.mp4"))
+    url = f"/v1/libraries/colours/media/{medium['id']}/file"
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"secret")
+    colour_videos["b"].unlink()
+    assert_error(client.get(url, headers=headers), 404, "not_found")
+    colour_videos["b"].symlink_to(outside)  # swapped for a link out of the media root
+    assert_error(client.get(url, headers=headers), 403, "path_outside_media_root")
+
+
+def test_me_tells_the_key_tenant(client, user_key, admin_key):
+    assert client.get("/v1/me", headers=bearer(user_key)).json() == {"tenant": "default", "admin": False}
+    assert client.get("/v1/me", headers=bearer(admin_key)).json()["admin"] is True
+    assert_error(client.get("/v1/me"), 401, "unauthorized")
