@@ -112,3 +112,26 @@ def test_clip_path_is_one_config_line_away(env, colour_videos, tmp_path, one_tor
         image = json.loads(zp("search", "--image", colour_videos["img"], "--library", library, "--json", "-k", "1")
                            .stdout)["results"]
         assert image[0]["video"].endswith("still.png")  # an image finds itself in any joint space
+
+
+def test_queue_then_worker_then_jobs(env, colour_videos, media_root):
+    assert zp("library", "create", "q", "--encoder", "color_encoder:ColorEncoder", "--modules", "visual").exit_code == 0
+    bad = media_root / "bad.mp4"
+    bad.write_bytes(b"\0" * 10)
+    queued = zp("index", colour_videos["a"], bad, "--library", "q", "--queue")
+    assert queued.exit_code == 0 and queued.stdout.count("queued") == 2
+    listing = json.loads(zp("jobs", "list", "--json").stdout)
+    assert listing["total"] == 2 and {j["status"] for j in listing["items"]} == {"queued"}
+    first = min(j["id"] for j in listing["items"])
+    assert "cancelled" in zp("jobs", "cancel", first).stdout
+    assert zp("jobs", "cancel", first).stderr.startswith("error[job_conflict]")
+    assert "queued" in zp("jobs", "retry", first).stdout
+    assert zp("worker", "--drain").exit_code == 0
+    jobs = {j["path"].rsplit("/", 1)[-1]: j for j in json.loads(zp("jobs", "list", "--json").stdout)["items"]}
+    assert jobs["a.mp4"]["status"] == "done" and jobs["bad.mp4"]["error"]["code"] == "media_invalid"
+    shown = json.loads(zp("jobs", "show", jobs["a.mp4"]["id"]).stdout)
+    assert shown["modules"] == {"decode": 1.0, "visual": 1.0}
+    table = zp("jobs", "list", "--library", "q", "--status", "failed")
+    assert "bad.mp4" in table.stdout and "a.mp4" not in table.stdout
+    assert zp("jobs", "show", 999).stderr.startswith("error[not_found]")
+    assert zp("search", "red", "--library", "q", "--json").exit_code == 0
