@@ -26,6 +26,7 @@ Settings (environment, prefix ``ZHAOPIAN_``):
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -54,6 +55,18 @@ from .signing import MediaSigner
 from .web import mount_ui
 
 log = logging.getLogger("zhaopian.http")
+_TOKEN_RE = re.compile(r"(token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Access logs show ``token=***``: a signed media link is a credential while it is valid."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_RE.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_RE.sub(r"\1***", record.msg)
+        return True
 
 STATUS = {
     "request_invalid": 422, "config_invalid": 422, "query_invalid": 422, "media_invalid": 422, "io_error": 422,
@@ -317,6 +330,9 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.state.service = svc
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
     app.state.signer = signer = MediaSigner.for_data_dir(svc.settings.data_dir)
 
     @app.middleware("http")

@@ -496,3 +496,15 @@ def test_me_tells_the_key_tenant(client, user_key, admin_key):
     assert client.get("/v1/me", headers=bearer(user_key)).json() == {"tenant": "default", "admin": False}
     assert client.get("/v1/me", headers=bearer(admin_key)).json()["admin"] is True
     assert_error(client.get("/v1/me"), 401, "unauthorized")
+
+
+def test_access_logs_hide_media_tokens():
+    import logging
+
+    from zhaopian.api.http import RedactTokens
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/v1/libraries/a/media/1/file?token=dGVuYW50~1~abc&x=1", "1.1",
+                                200), None)
+    RedactTokens().filter(record)
+    assert "abc" not in record.getMessage() and "token=***&x=1" in record.getMessage()
