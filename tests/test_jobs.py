@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COLOR_LIBRARY
-
 from media import BLUE, GREEN, RED, write_image, write_video
+
 from zhaopian.api.service import Service
 from zhaopian.api.settings import Settings
 from zhaopian.indexer.jobs import JobConflict, JobQueue
@@ -138,7 +138,7 @@ def test_a_search_process_sees_what_a_worker_process_indexed(service, clips, env
     """The API process keeps its library open; a worker in another process adds media."""
     service.submit([clips["a"]], "clips")
     service.worker().run(drain=True)
-    assert [r.video for r in service.search("red", library="clips")][0].endswith("a.mp4")
+    assert service.search("red", library="clips")[0].video.endswith("a.mp4")
     other = Service(Settings())  # another process's view, with its own open library
     other.submit([clips["b"]], "clips")
     other.worker().run(drain=True)
