@@ -501,6 +501,68 @@ def _ui_key(svc: Service) -> str:
     return key
 
 
+# -- evaluation ------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    queries: Annotated[Path | None, typer.Argument(help="Labelled queries: JSONL, or MSR-VTT's test_videodatainfo.json "
+                                                        "or MSRVTT_JSFUSION_test.csv.")] = None,
+    library: Annotated[str | None, typer.Option("--library", "-l", help="Library to search (--demo: 'demo').")] = None,
+    tenant: TenantOpt = None,
+    demo_set: Annotated[bool, typer.Option("--demo", help="The bundled demo's labelled queries (indexes the demo "
+                                                           "first if needed).")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """R@1, R@5, R@10, MRR and latency per query kind of a labelled query set against a library."""
+
+    def body():
+        from zhaopian.search.evaluate import EvalQuery, Found, evaluate, load_queries
+
+        svc = _service()
+        if demo_set:
+            path, name = _demo_library(svc, library or "demo"), library or "demo"
+        elif queries is None:
+            raise ConfigError("name a query file, or use --demo")
+        else:
+            path, name = queries, library or DEFAULT_LIBRARY
+        labelled = load_queries(path)
+        svc.library(name, tenant)  # an unknown library fails before any query runs
+
+        def search(q: EvalQuery, k: int) -> list[Found]:
+            text, image = (None, Path(q.query)) if q.kind == "image" else (q.query, None)
+            results = svc.search_report(text, image, name, tenant, k).results
+            return [Found(video=r.video, start=r.start, end=r.end) for r in results]
+
+        with Progress(TextColumn("[bold]queries"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=as_json or not sys.stderr.isatty()) as bar:
+            task = bar.add_task("", total=len(labelled))
+            report = evaluate(labelled, search, top_k, on_query=lambda *_: bar.advance(task))
+        if as_json:
+            out.print_json(report.model_dump_json())
+            return
+        table = Table("queries", "n", *(f"R@{k}" for k in (1, 5, 10)), "MRR", "p50 ms", "p95 ms",
+                      title=f"{len(labelled)} labelled queries against library {name!r} (top {top_k})")
+        for group, s in report.groups.items():
+            table.add_row(group, str(s.n), *(f"{v:.2f}" for v in s.recall.values()), f"{s.mrr:.2f}",
+                          f"{s.latency_ms_p50:.0f}", f"{s.latency_ms_p95:.0f}")
+        out.print(table)
+
+    run(body)
+
+
+def _demo_library(svc: Service, library: str) -> Path:
+    """The demo built and indexed into ``library`` (what is already indexed is not redone); its queries file."""
+    from zhaopian.indexer.demo import DEMO_QUERIES, build_demo
+    from zhaopian.indexer.ingest import MEDIA_SUFFIXES
+
+    demo_dir = build_demo(svc.settings.upload_dir / "demo")
+    if library not in {r.name for r in svc.libraries()}:
+        svc.create_library(library)
+    files = sorted(p for p in demo_dir.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
+    svc.index(files, library)
+    return demo_dir / DEMO_QUERIES
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(

@@ -27,27 +27,33 @@ from pathlib import Path
 
 from machine import machine_info  # bench/machine.py
 
-from zhaopian.api.service import Result, Service
+from zhaopian.api.service import Service
 from zhaopian.api.settings import Settings
-from zhaopian.indexer.demo import LabelledQuery, build_demo, load_queries, query_image_path
+from zhaopian.indexer.demo import DEMO_QUERIES, build_demo
 from zhaopian.indexer.ingest import MEDIA_SUFFIXES
+from zhaopian.search.evaluate import EvalQuery, EvalReport, Found, evaluate, load_queries
 
 ROUTES = ["visual", "labels", "ocr", "asr", "meta"]
 TOP = 10
 
 
-def rank(results: list[Result], q: LabelledQuery) -> int | None:
-    return next((i for i, r in enumerate(results, 1) if q.is_hit(r.video, r.start, r.end)), None)
-
-
-def scores(ranks: list[int | None]) -> dict[str, float]:
-    n = len(ranks) or 1
-    return {"R@1": sum(r == 1 for r in ranks) / n, "R@5": sum(r is not None and r <= 5 for r in ranks) / n,
-            "MRR": sum(1 / r for r in ranks if r) / n, "n": len(ranks)}
-
-
-def kind_of(q: LabelledQuery) -> str:
+def kind_of(q: EvalQuery) -> str:
     return "image" if q.kind == "image" else f"text:{q.about}"
+
+
+def row(report: EvalReport, queries: list[EvalQuery], kinds: list[str]) -> dict[str, dict[str, float]]:
+    """R@1, R@5 and MRR over all queries and per kind, from the ranks ``zhaopian eval`` computes."""
+
+    def scores(ids: list[str]) -> dict[str, float]:
+        ranks = [report.ranks[i] for i in ids]
+        n = len(ranks) or 1
+        return {"R@1": sum(r == 1 for r in ranks) / n, "R@5": sum(r is not None and r <= 5 for r in ranks) / n,
+                "MRR": sum(1 / r for r in ranks if r) / n, "n": len(ranks)}
+
+    table = {"all": scores([q.id for q in queries])}
+    for kind in kinds:
+        table[kind] = scores([q.id for q in queries if kind_of(q) == kind])
+    return table
 
 
 def run(cache_dir: Path) -> dict:
@@ -58,27 +64,25 @@ def run(cache_dir: Path) -> dict:
         files = sorted(p for p in demo_dir.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES)
         indexed = svc.index(files, "bench")
         assert all(r.status != "failed" for r in indexed), [r.message for r in indexed if r.status == "failed"]
-        queries = load_queries(demo_dir)
+        queries = load_queries(demo_dir / DEMO_QUERIES)
 
-        def ask(q: LabelledQuery, routes: list[str] | None) -> list[Result]:
-            if q.kind == "image":
-                return svc.search(image=query_image_path(demo_dir, q), library="bench", top_k=TOP, routes=routes)
-            return svc.search(q.query, library="bench", top_k=TOP, routes=routes)
+        def route_search(routes: list[str] | None):
+            def ask(q: EvalQuery, k: int) -> list[Found]:
+                text, image = (None, q.query) if q.kind == "image" else (q.query, None)
+                found = svc.search(text, image, library="bench", top_k=k, routes=routes)
+                return [Found(video=r.video, start=r.start, end=r.end) for r in found]
+            return ask
 
-        ranks: dict[str, dict[str, int | None]] = {}
+        reports: dict[str, EvalReport] = {}
         for route in ROUTES:
-            ranks[route] = {q.id: rank(ask(q, [route]), q) for q in queries}
-        ranks["hybrid (rrf)"] = {q.id: rank(ask(q, None), q) for q in queries}
+            reports[route] = evaluate(queries, route_search([route]), TOP)
+        reports["hybrid (rrf)"] = evaluate(queries, route_search(None), TOP)
         lib = svc.library("bench")
         lib.config.fusion.method = "blend"
-        ranks["hybrid (blend)"] = {q.id: rank(ask(q, None), q) for q in queries}
+        reports["hybrid (blend)"] = evaluate(queries, route_search(None), TOP)
         svc.close()
     kinds = sorted({kind_of(q) for q in queries})
-    table = {}
-    for name, by_id in ranks.items():
-        table[name] = {"all": scores(list(by_id.values()))}
-        for kind in kinds:
-            table[name][kind] = scores([by_id[q.id] for q in queries if kind_of(q) == kind])
+    table = {name: row(report, queries, kinds) for name, report in reports.items()}
     return {"machine": machine_info(), "queries": len(queries), "kinds": {k: sum(kind_of(q) == k for q in queries)
                                                                           for k in kinds}, "table": table}
 

@@ -40,3 +40,11 @@ def test_demo_command_prints_segments_for_zh_en_and_image_queries(env):
     assert again.exit_code == 0
     media = json.loads(runner.invoke(app, ["media", "list", "--library", "demo", "--json"]).stdout)
     assert len(media) == len({m["sha256"] for m in media})
+
+    # `zhaopian eval --demo` scores the same labelled queries against the same library
+    evaluated = runner.invoke(app, ["eval", "--demo", "--json"], catch_exceptions=False)
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["groups"]["all"]["recall"]["R@1"] == pytest.approx(r_at_1, abs=0.01)
+    assert report["groups"]["all"]["n"] == int(re.search(r"all (\d+) labelled demo queries", out).group(1))
+    assert {"text:zh:visual", "text:en:visual", "image:visual"} <= set(report["groups"])
