@@ -69,7 +69,7 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
     if not parsed.filters.empty:
         query.media_ids = frozenset(library.media.matching(parsed.filters))
     timings["rewrite"] = (time.perf_counter() - t0) * 1e3
-    if not parsed.search_text and query.image is None:
+    if not parsed.search_text and not parsed.people and query.image is None:
         if parsed.filters.empty:
             raise InvalidQuery("nothing to search for: the query has only cues or punctuation; "
                                "add what should be seen, said or written")
@@ -88,6 +88,9 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
         else:
             notes.append(f"the query asks for {', '.join(parsed.routes)}, which this library does not index; "
                          f"searched everything instead")
+    if parsed.people and "faces" not in library.modules:
+        notes.append(f"person:{','.join(parsed.people)} is searched by the faces module, which this library "
+                     f"does not have (create one with --modules visual,faces)")
     routes: dict[str, list[Segment]] = {}
     for name, module in modules.items():
         t0 = time.perf_counter()
@@ -101,6 +104,7 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
         t3 = time.perf_counter()
         timings.update({f"{name}.rewrite": (t1 - t0) * 1e3, f"{name}.recall": (t2 - t1) * 1e3,
                         f"{name}.aggregate": (t3 - t2) * 1e3})
+    notes += [n for n in dict.fromkeys(query.notes) if n not in notes]
     t0 = time.perf_counter()
     fused = fuse(routes, library.config.fusion)[: query.top_k]
     timings["fuse"] = (time.perf_counter() - t0) * 1e3

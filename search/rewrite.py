@@ -104,6 +104,7 @@ photo(s) picture(s) pic(s) still(s), 视频 影片 录像,
 only videos/images/photos/pictures/clips, videos only, …
 #tag, #标签#, tag:x, tags:x,y, 标签:x                 ``tags`` (each must hold)
 library:name, lib:name, 库:name                     ``libraries``
+person:name, 人物:name (person:"two words", a,b)     ``people`` (searched by their faces)
 =================================================  ====================================
 
 A bare word is content, not a kind filter: in "一段猫的视频" or "a photo of a
@@ -217,7 +218,7 @@ def _can_close(text: str, i: int) -> bool:
     return not before.isspace() and not _latin(after)
 
 
-KEYS = r"tags?|标签|library|lib|库|type|kind|类型"
+KEYS = r"tags?|标签|library|lib|库|type|kind|类型|person|人物"
 KEY_BEFORE_QUOTE = re.compile(rf"(?<![\w])(?P<key>{KEYS}) ?: ?$", re.IGNORECASE)
 
 
@@ -430,6 +431,7 @@ class _Found:
     kinds: set[str] = field(default_factory=set)
     tags: list[str] = field(default_factory=list)
     libraries: list[str] = field(default_factory=list)
+    people: list[str] = field(default_factory=list)
     min_durations: list[float] = field(default_factory=list)
     max_durations: list[float] = field(default_factory=list)
     afters: list[datetime] = field(default_factory=list)
@@ -449,6 +451,10 @@ class _Found:
                     self.add_unique(self.tags, tag.strip())
         elif key in ("library", "lib", "库"):
             self.add_unique(self.libraries, value)
+        elif key in ("person", "人物"):
+            for name in re.split(r"[,、]", value):
+                if name.strip():
+                    self.add_unique(self.people, name.strip())
         else:
             kind = KIND_WORDS.get(value.lower())
             if kind is None:
@@ -579,7 +585,7 @@ class _Parser:
         filters = self.found.filters()
         routes = [r for r in ROUTES if r in self.found.routes]
         return ParsedQuery(text=self.text(), phrases=self.found.phrases, routes=routes, filters=filters,
-                           source="rules")
+                           people=self.found.people, source="rules")
 
     # passes -----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ phrases      the rules' (what the user quoted), then the LLM's other ones
 filters      for each field, the rules' value when the rules found one, else the
              LLM's; when the mix contradicts itself (minimum above maximum, start
              not before end), the rules' filters alone
+people       the rules' (``person:`` names the user typed)
 ===========  =======================================================================
 
 Successful answers are cached per (query text, day) in a small LRU map, so a
@@ -198,7 +199,7 @@ def merge(rules: ParsedQuery, llm: ParsedQuery) -> ParsedQuery:
     if not _consistent(filters):
         filters = rules.filters
     return ParsedQuery(text=llm.text, phrases=phrases, routes=llm.routes or rules.routes, filters=filters,
-                       source="llm")
+                       people=rules.people, source="llm")
 
 
 class _LRU:

@@ -104,6 +104,8 @@ class ParsedQuery(BaseModel):
     #: modules the query's cues steer to ("asr" for 说/says, "ocr" for 字幕/text on screen, ...); empty: all
     routes: list[str] = Field(default_factory=list)
     filters: QueryFilters = Field(default_factory=QueryFilters)
+    #: people named with ``person:`` / ``人物:`` (searched by their registered faces, the ``faces`` module)
+    people: list[str] = Field(default_factory=list)
     #: who produced it: the rule-based rewriter or an LLM
     source: Literal["rules", "llm"] = "rules"
 
@@ -124,3 +126,6 @@ class Query:
     parsed: ParsedQuery | None = None
     #: the media the query's filters allow (None: all); set by the engine from ``parsed.filters``
     media_ids: frozenset[int] | None = None
+    #: remarks a module's rewrite leaves for the user ("no face found in the query image"); the engine
+    #: adds them to the report's notes
+    notes: list[str] = field(default_factory=list)

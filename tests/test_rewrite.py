@@ -306,6 +306,27 @@ def test_tag_and_library_filters(query, text, tags, libraries):
     assert parsed.text == text
 
 
+PERSON_CASES = [
+    ("person:张三", "", ["张三"]),
+    ("person:张三 在海边", "海边", ["张三"]),
+    ("人物:张三 海边", "海边", ["张三"]),
+    ("人物：张三", "", ["张三"]),
+    ('person:"Eileen Collins" rocket', "rocket", ["Eileen Collins"]),
+    ("Person:张三,李四 开会", "开会", ["张三", "李四"]),
+    ("person:张三 person:张三", "", ["张三"]),
+    ("person:", "", []),
+    ("salesperson:bob", "salesperson:bob", []),
+    ("a person walking", "a person walking", []),
+]
+
+
+@pytest.mark.parametrize("query,text,people", PERSON_CASES)
+def test_person_names(query, text, people):
+    """``person:`` names whom to find by face; the name leaves the text and is no phrase."""
+    parsed = parse(query)
+    assert (parsed.text, parsed.people, parsed.phrases) == (text, people, [])
+
+
 # --- phrases ----------------------------------------------------------------------------------
 
 PHRASE_CASES = [
@@ -353,7 +374,7 @@ def test_chinese_and_english_combined():
 def test_everything_at_once():
     parsed = parse("#travel 2023年以后 只看视频 字幕 '新年快乐' 超过30秒")
     assert parsed.model_dump(exclude={"filters"}) == {
-        "text": "", "phrases": ["新年快乐"], "routes": ["ocr"], "source": "rules"}
+        "text": "", "phrases": ["新年快乐"], "routes": ["ocr"], "people": [], "source": "rules"}
     f = parsed.filters
     assert (f.tags, f.recorded_after, f.kinds, f.min_duration) == (["travel"], d(2023, 1, 1), ["video"], 30)
 

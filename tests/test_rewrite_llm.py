@@ -132,7 +132,8 @@ def test_the_request_and_a_good_answer(llm: LLMRewriter, server: FakeLLM, logs):
 
 
 def test_the_schema_covers_every_field_of_a_parsed_query():
-    assert set(ANSWER_SCHEMA["properties"]) == set(ParsedQuery.model_fields) - {"source"}
+    # people are the person: names the user typed: the rules read them, the LLM is not asked
+    assert set(ANSWER_SCHEMA["properties"]) == set(ParsedQuery.model_fields) - {"source", "people"}
     assert set(ANSWER_SCHEMA["properties"]["filters"]["properties"]) == set(QueryFilters.model_fields)
 
 
@@ -297,3 +298,9 @@ def test_merge_rule():
     assert merged == ParsedQuery(text="张三", phrases=["欢迎光临", "你好"], routes=["asr"], source="llm",
                                  filters=QueryFilters(kinds=["video"], tags=["a"], min_duration=5,
                                                       libraries=["news"]))
+
+
+def test_merge_keeps_the_rules_people():
+    """``person:`` names are the user's words: the LLM's parse cannot drop them."""
+    merged = merge(ParsedQuery(text="海边", people=["张三"]), ParsedQuery(text="张三 海边", source="llm"))
+    assert merged.people == ["张三"] and merged.text == "张三 海边"
