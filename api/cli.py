@@ -622,5 +622,11 @@ def _matches(result: Result, q) -> bool:
     return q.is_hit(result.video, result.start, result.end)
 
 
+# -- faces: zhaopian faces add-person/people/remove-person (api/cli_faces.py, built on the helpers above)
+from .cli_faces import faces_app
+
+app.add_typer(faces_app, name="faces")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
