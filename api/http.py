@@ -50,6 +50,7 @@ from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
 from zhaopian.search.errors import AlreadyExists, MediaError, NotFound, PathOutsideRoot, ZhaopianError
 
 from .auth import Caller, Forbidden, authenticate, create_key
+from .http_faces import people_routes
 from .service import DEFAULT_MODULES, Result, SearchResponse, Service
 from .signing import MediaSigner
 from .web import mount_ui
@@ -588,6 +589,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
         return with_links(svc.search_report(text, image.file.read(), name, who.tenant, top_k, routes or None),
                           who.tenant)
 
+    router.include_router(people_routes(svc, CallerDep, check_size))  # api/http_faces.py
     return router
 
 
