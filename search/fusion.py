@@ -38,11 +38,14 @@ def fuse(routes: dict[str, list[Segment]], config: FusionConfig) -> list[Segment
             contributions.append((value, name, seg))
 
     fused: list[Segment] = []
+    by_medium: dict[int, list[Segment]] = {}  # only segments of the same medium can overlap
     for value, name, seg in sorted(contributions, key=lambda c: -c[0]):
-        target = next((f for f in fused if f.overlaps(seg) and name not in f.routes), None)
+        same = by_medium.setdefault(seg.media_id, [])
+        target = next((f for f in same if name not in f.routes and f.overlaps(seg)), None)
         if target is None:
-            fused.append(seg.model_copy(update={"score": value, "routes": {name: seg.score},
-                                                "matches": list(seg.matches)}))
+            new = seg.model_copy(update={"score": value, "routes": {name: seg.score}, "matches": list(seg.matches)})
+            fused.append(new)
+            same.append(new)
             continue
         if target.whole_medium and not seg.whole_medium:  # a moment narrows a whole-medium match
             target.start, target.end, target.thumbnail_time = seg.start, seg.end, seg.thumbnail_time

@@ -10,6 +10,8 @@ aggregate touching clips that match merge into segments (search/segments.py)
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from .encoders.registry import create_encoder, encoder_class
 
 #: with filters, recall fetches up to this many times k clips before dropping media the filters exclude
 FILTER_OVERFETCH = 10
+#: text query vectors remembered per library
+TEXT_CACHE = 1024
 
 
 class VisualConfig(ModuleConfig):
@@ -111,6 +115,8 @@ class VisualModule(Module):
         self._stamps: dict[str, tuple[int, int, int] | None] = {}
         self._dirty: set[str] = set()
         self._checked = False
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
 
     # stores -----------------------------------------------------------------------------------
     def _store_path(self, space: str) -> Path:
@@ -194,8 +200,23 @@ class VisualModule(Module):
             return VisualQuery(space, self.encoder.encode_images([query.image])[space][0], query.media_ids)
         text = query.parsed.search_text if query.parsed is not None else (query.text or "")
         if text:
-            return VisualQuery(self.encoder.text_space, self.encoder.encode_texts([text])[0], query.media_ids)
+            return VisualQuery(self.encoder.text_space, self._text_vector(text), query.media_ids)
         return None
+
+    def _text_vector(self, text: str) -> np.ndarray:
+        """A text query's vector, remembered for the next ``TEXT_CACHE`` distinct texts (paging, retries
+        and popular queries skip the text encoder)."""
+        with self._text_lock:
+            if (vector := self._text_cache.get(text)) is not None:
+                self._text_cache.move_to_end(text)
+                return vector
+        vector = self.encoder.encode_texts([text])[0]
+        vector.setflags(write=False)
+        with self._text_lock:
+            self._text_cache[text] = vector
+            while len(self._text_cache) > TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
 
     def recall(self, module_query: VisualQuery, k: int) -> list[Hit]:
         allowed = module_query.media_ids

@@ -69,9 +69,14 @@ def words(text: str, query: bool = False) -> list[str]:
 def query_words(text: str) -> list[str]:
     """The words a query looks for: :func:`words` in query mode without stop words (all of them
     when the query has nothing but stop words)."""
+    return list(_query_words(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_words(text: str) -> tuple[str, ...]:  # cached: every hit of a query is checked against it
     found = words(text, query=True)
     kept = [w for w in found if w not in STOP_WORDS]
-    return kept or found
+    return tuple(kept or found)
 
 
 def grams(text: str) -> list[str]:
@@ -85,10 +90,15 @@ def grams(text: str) -> list[str]:
 
 def query_grams(text: str) -> list[str]:
     """The grams a query looks for: bigrams of each CJK run, or the character of a 1-character run."""
+    return list(_query_grams(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_grams(text: str) -> tuple[str, ...]:
     out: list[str] = []
     for run in CJK_RE.findall(unicodedata.normalize("NFKC", text)):
         out.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
-    return out
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -98,18 +108,26 @@ def stem(word: str) -> str:
     return _english.stemWord(word) if word.isascii() else word
 
 
-def query_terms(text: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def query_terms(text: str) -> frozenset[str]:
     """What :func:`coverage` counts: stemmed query words and the query's CJK bigrams."""
-    return {stem(w) for w in query_words(text)} | set(query_grams(text))
+    return frozenset({stem(w) for w in _query_words(text)} | set(_query_grams(text)))
+
+
+LATIN_RE = re.compile(r"[0-9a-z]+")
 
 
 def coverage(query_text: str, text: str) -> float:
-    """The share (0..1) of the query's terms that ``text`` contains; 1.0 for a query without terms."""
+    """The share (0..1) of the query's terms that ``text`` contains; 1.0 for a query without terms.
+
+    Latin terms are compared stem to stem; other terms (CJK words and bigrams) are looked up in the
+    folded text, which needs no segmentation of ``text`` (a text route checks every recalled unit)."""
     wanted = query_terms(query_text)
     if not wanted:
         return 1.0
-    have = {stem(w) for w in words(text)} | set(grams(text))
-    return len(wanted & have) / len(wanted)
+    folded = normalize(text)
+    latin = {stem(w) for w in LATIN_RE.findall(folded)}
+    return sum((term in latin) if term.isascii() else (term in folded) for term in wanted) / len(wanted)
 
 
 def contains_phrase(text: str, phrase: str) -> bool:
