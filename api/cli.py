@@ -501,6 +501,34 @@ def _ui_key(svc: Service) -> str:
     return key
 
 
+# -- maintenance -----------------------------------------------------------------------------------
+@app.command("doctor")
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed.")] = False,
+    prune_missing: Annotated[bool, typer.Option("--prune-missing",
+                                                help="With --repair: remove media whose file is gone.")] = False,
+) -> None:
+    """Verify every catalog against its indexes and files (all tenants); exit 1 while problems remain."""
+
+    def body():
+        from .doctor import Doctor
+
+        findings = Doctor(_service(), repair, prune_missing).run()
+        if not findings:
+            out.print("everything is consistent")
+            return
+        table = Table("where", "check", "problem", "state")
+        for f in findings:
+            table.add_row(f.where, f.check, f.problem, "repaired" if f.repaired else "[red]needs attention")
+        out.print(table)
+        if any(not f.repaired for f in findings):
+            if not repair:
+                err.print("run `zhaopian doctor --repair` to fix what can be fixed")
+            raise typer.Exit(1)
+
+    run(body)
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(

@@ -97,6 +97,14 @@ class Module(ABC):
     def metadata_changed(self, media_id: int) -> None:
         """A medium's title, description, tags or fields were edited (re-index them if you store them)."""
 
+    def stored_units(self) -> set[int] | None:
+        """Unit ids in the module's own store, for ``zhaopian doctor`` to compare with the catalog
+        (None: no store of its own; text modules share the library's text index, checked as a whole)."""
+        return None
+
+    def drop_units(self, unit_ids: set[int]) -> None:
+        """Remove units the catalog does not know from the module's own store (then ``flush``)."""
+
     def reload(self) -> None:
         """Another process (a worker) changed the library: drop stores cached in memory that are now stale.
         Called outside any write of this process, before a search and when the write lock is taken."""

@@ -174,11 +174,7 @@ class VisualModule(Module):
         if not ids:
             return
         for space in set(self._existing_spaces()) | set(self._stores):
-            if space not in self._stores:  # removing needs no encoder: the file knows its dimension
-                self._stamps[space] = _stamp(self._store_path(space))
-                self._stores[space] = open_vector_store(self._store_path(space), None, self.context.vector_store,
-                                                        self.context.store_name("visual", space))
-            if self._stores[space].remove(ids):
+            if self._open_for_removal(space).remove(ids):
                 self._dirty.add(space)
 
     def flush(self) -> None:
@@ -186,6 +182,26 @@ class VisualModule(Module):
             self._stores[space].save(self._store_path(space))
             self._stamps[space] = _stamp(self._store_path(space))
         self._dirty.clear()
+
+    def stored_units(self) -> set[int]:
+        found: set[int] = set()
+        for space in self._existing_spaces():
+            found |= {int(i) for i in self._open_for_removal(space).ids()}
+        return found
+
+    def drop_units(self, unit_ids: set[int]) -> None:
+        ids = sorted(unit_ids)
+        for space in self._existing_spaces():
+            if self._open_for_removal(space).remove(ids):
+                self._dirty.add(space)
+
+    def _open_for_removal(self, space: str) -> VectorStore:
+        """A space's store without loading the encoder (the file knows its dimension)."""
+        if space not in self._stores:
+            self._stamps[space] = _stamp(self._store_path(space))
+            self._stores[space] = open_vector_store(self._store_path(space), None, self.context.vector_store,
+                                                    self.context.store_name("visual", space))
+        return self._stores[space]
 
     def reload(self) -> None:
         """Another process wrote to the library: stores whose file changed are read again when next used."""

@@ -147,6 +147,15 @@ class ElasticsearchVectorStore:
             raise StoreUnavailable(f"Elasticsearch index {self.index_name} refused {len(errors)} of "
                                    f"{len(pending)} vectors (ids {refused}): {errors[0]}")
 
+    def ids(self) -> np.ndarray:
+        """Every stored id (a scroll over the index: for consistency checks, not for searching)."""
+        with server_errors(self.urls):
+            if not self._exists():
+                return np.zeros(0, np.int64)
+            found = [int(hit["_id"]) for hit in helpers.scan(self.client, index=self.index_name,
+                                                              query={"query": {"match_all": {}}}, _source=False)]
+        return np.asarray(sorted(found), np.int64)
+
     def remove(self, ids) -> int:
         """Delete these ids now (queued ones too); returns how many were stored."""
         wanted = [int(i) for i in ids]
