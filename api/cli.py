@@ -529,6 +529,42 @@ def doctor(
     run(body)
 
 
+@app.command("backup")
+def backup_cmd(
+    library: Annotated[str, typer.Argument(help="Library to back up.")],
+    dest: Annotated[Path, typer.Argument(help="Archive to write (.tar, or .tar.gz to compress).")],
+    tenant: TenantOpt = None,
+    uploads: Annotated[bool, typer.Option(help="Include the library's uploaded files.")] = True,
+) -> None:
+    """Back up a library (catalog, indexes, uploaded files) into one archive, consistently."""
+
+    def body():
+        from .backup import backup
+
+        manifest = backup(_service(), library, dest, tenant, uploads)
+        out.print(f"backed up {manifest.tenant}/{manifest.library}: {len(manifest.files)} files -> {dest}",
+                  markup=False, highlight=False)
+
+    run(body)
+
+
+@app.command("restore")
+def restore_cmd(
+    archive: Annotated[Path, typer.Argument(help="An archive from `zhaopian backup`.")],
+    name: Annotated[str | None, typer.Option("--as", help="Library name (default: the one backed up).")] = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Restore a library from a backup archive (checked file by file before anything is created)."""
+
+    def body():
+        from .backup import restore
+
+        record = restore(_service(), archive, name, tenant)
+        out.print(f"restored {record.tenant}/{record.name}", markup=False, highlight=False)
+
+    run(body)
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_cmd(

@@ -142,6 +142,7 @@ class Service:
         self.catalog.delete_library(tenant, name)
         self.jobs.cancel_library(tenant, name)
         shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(self.settings.upload_dir / "uploads" / tenant / name, ignore_errors=True)  # its uploads
 
     def library(self, name: str = DEFAULT_LIBRARY, tenant: str | None = None, create: bool = False) -> Library:
         tenant = tenant or self.settings.tenant
