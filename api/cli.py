@@ -143,6 +143,18 @@ def library_list(tenant: TenantOpt = None, as_json: Annotated[bool, typer.Option
     run(body)
 
 
+@library_app.command("compact")
+def library_compact(name: str, tenant: TenantOpt = None) -> None:
+    """Rebuild a library's indexes from what they hold and reclaim the space of removed media."""
+
+    def body():
+        lib = _service().library(name, tenant)
+        lib.compact()
+        out.print(f"compacted {lib.record.tenant}/{lib.name}", markup=False, highlight=False)
+
+    run(body)
+
+
 @library_app.command("delete")
 def library_delete(name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
                    tenant: TenantOpt = None) -> None:

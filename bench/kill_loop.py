@@ -1,4 +1,4 @@
-"""Crash loop: ``kill -9`` workers mid-ingest and deleters mid-delete, again and again, and check
+"""Crash loop: ``kill -9`` workers mid-ingest, deleters mid-delete and compactions, again and again, and check
 after every kill that no store is corrupt, every committed medium is searchable and nothing is
 indexed twice; at the end, that the unfinished work resumed and completed.
 
@@ -7,7 +7,8 @@ Library: the visual route (the tests' colour encoder, so a worker starts fast) p
 (on-screen text keeps OCR busy for seconds) and short colour videos. Each round:
 
 1. queue the files that are not indexed yet (idempotent: queued or done files give their job);
-2. start ``zhaopian worker --drain`` and, in one round of three, a process deleting two media;
+2. start ``zhaopian worker --drain`` and, in one round of three each, a process deleting two media
+   or ``zhaopian library compact`` (rebuilding every index of the library);
 3. after a random 0.3-5 s, SIGKILL them;
 4. check: every SQLite file passes ``integrity_check``; ``zhaopian doctor`` (no repair) finds
    nothing; no two ready media share a path or content; every medium whose job is done is ready
@@ -143,6 +144,9 @@ def main() -> None:
             svc.close()
             procs = {"worker": subprocess.Popen([str(exe), "worker", "--drain"], env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
+            if i % 3 == 1:  # compaction rewrites every store of the library
+                procs["compactor"] = subprocess.Popen([str(exe), "library", "compact", "crash"], env=env,
+                                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if i % 3 == 2:
                 procs["deleter"] = subprocess.Popen([sys.executable, "-c", DELETER, str(i), str(deleted_log)],
                                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -180,11 +184,13 @@ def main() -> None:
             end_problems.append(f"jobs left unfinished: {counts}")
     worker_kills = sum("worker" in r["killed"] for r in rounds)
     deleter_kills = sum("deleter" in r["killed"] for r in rounds)
+    compactor_kills = sum("compactor" in r["killed"] for r in rounds)
     report = {"machine": machine_info(), "rounds": args.rounds, "worker_kills": worker_kills,
-              "deleter_kills": deleter_kills, "violations": violations, "final": end_problems,
+              "deleter_kills": deleter_kills, "compactor_kills": compactor_kills, "violations": violations, "final": end_problems,
               "final_exit": final.returncode, "media": len(files), "seconds": round(time.perf_counter() - t0, 1),
               "detail": rounds}
-    print(f"{args.rounds} rounds: {worker_kills} workers and {deleter_kills} deleters killed with SIGKILL; "
+    print(f"{args.rounds} rounds: {worker_kills} workers, {deleter_kills} deleters and {compactor_kills} "
+          f"compactions killed with SIGKILL; "
           f"{len(violations)} violations after kills; final state: {'OK' if not end_problems else end_problems} "
           f"({report['seconds']} s)")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,10 @@ class Module(ABC):
     def drop_units(self, unit_ids: set[int]) -> None:
         """Remove units the catalog does not know from the module's own store (then ``flush``)."""
 
+    def compact(self) -> None:
+        """Rebuild the module's own stores from what they hold (``zhaopian library compact``), then
+        persist them crash-safely like ``flush``."""
+
     def reload(self) -> None:
         """Another process (a worker) changed the library: drop stores cached in memory that are now stale.
         Called outside any write of this process, before a search and when the write lock is taken."""

@@ -417,6 +417,10 @@ class MediaCatalog:
         with transaction(self.conn):
             self.conn.executemany("DELETE FROM media WHERE id=?", [(i,) for i in media_ids])
 
+    def vacuum(self) -> None:
+        """Reclaim the space of deleted rows (SQLite rewrites the file in a transaction)."""
+        self.conn.execute("VACUUM")
+
     # units
     def data_version(self) -> int:
         """Changes whenever another connection (another process) commits to this catalog."""

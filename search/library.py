@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .catalog import LibraryRecord, MediaCatalog
 from .errors import ConfigError
+from .rerank import RerankConfig
 from .stores.text import TextIndexConfig, TextIndexLocation, create_text_index
 from .stores.vectors import VectorStoreConfig
 
@@ -41,6 +42,8 @@ class LibraryConfig(BaseModel):
     #: units each route recalls before aggregation
     recall_k: int = Field(default=200, ge=1, le=10_000)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    #: the reranker after fusion (search/rerank.py): none, builtin, vlm or endpoint
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> LibraryConfig:
@@ -144,6 +147,16 @@ class Library:
                 module.metadata_changed(media_id)
                 module.flush()
             return record
+
+    def compact(self) -> None:
+        """Rebuild stores from what they hold and reclaim the space of removed media: each module's own
+        stores, the text index (segments merged) and the catalog (VACUUM). Crash-safe: every store is
+        rewritten beside the old one and swapped in."""
+        with self.write_lock():
+            for module in self.modules.values():
+                module.compact()
+            self.text.compact()
+            self.media.vacuum()
 
     def _remove_everywhere(self, media_ids: list[int]) -> None:
         for module in self.modules.values():

@@ -87,3 +87,21 @@ def test_a_corrupt_sqlite_file_is_reported(env, service, colour_library):
     from zhaopian.api.doctor import _integrity
 
     assert _integrity(db) is not None
+
+
+def test_compact_keeps_results_and_reclaims_space(env, service, colour_videos):
+    service.create_library("c", {"modules": {**COLOR_LIBRARY["modules"], "meta": {}},
+                                 "vector_store": {"sq8_min": 2}})
+    service.index(list(colour_videos.values()), "c")
+    lib = service.library("c")
+    first = next(m.id for m in lib.media.list() if m.path.endswith("a.mp4"))
+    lib.delete_media([first])
+    before = [(r.video, r.start, r.end, sorted(r.routes)) for q in ("red", "still") for r in service.search(q, library="c")]
+    kept = lib.modules["visual"].stored_units()
+    r = runner.invoke(app, ["library", "compact", "c"])
+    assert r.exit_code == 0, r.output
+    lib.refresh()
+    assert lib.modules["visual"].stored_units() == kept
+    after = [(r.video, r.start, r.end, sorted(r.routes)) for q in ("red", "still") for r in service.search(q, library="c")]
+    assert after == before
+    assert Doctor(service).run() == []

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError
 from zhaopian.search.segments import merge_hits
-from zhaopian.search.stores.vectors import VectorStore, open_vector_store
+from zhaopian.search.stores.vectors import FaissVectorStore, VectorStore, open_vector_store
 from zhaopian.search.types import Frame, Hit, MediaInfo, Segment
 
 from .encoders.base import EncoderConfig, l2_normalize
@@ -182,6 +182,14 @@ class VisualModule(Module):
             self._stores[space].save(self._store_path(space))
             self._stamps[space] = _stamp(self._store_path(space))
         self._dirty.clear()
+
+    def compact(self) -> None:
+        for space in self._existing_spaces():
+            store = self._open_for_removal(space)
+            if isinstance(store, FaissVectorStore):  # a server-side store compacts itself
+                store.compact()
+                self._dirty.add(space)
+        self.flush()
 
     def stored_units(self) -> set[int]:
         found: set[int] = set()

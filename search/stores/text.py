@@ -132,6 +132,9 @@ class TextIndex(ABC):
     def media_ids(self) -> set[int]:
         """Media that have committed units (for consistency checks)."""
 
+    def compact(self) -> None:
+        """Merge what was written over time and reclaim the space of removed units (optional)."""
+
     def close(self) -> None:
         """Release files, writers and connections."""
 

@@ -114,6 +114,17 @@ class TantivyTextIndex(TextIndex):
             self._writer.wait_merging_threads()  # also releases the writer lock
             self._writer = None
 
+    def compact(self) -> None:
+        """Commit, let tantivy's merge policy merge segments, and delete files no commit refers to."""
+        with self._lock:
+            if self._index is None and not (self.path / "meta.json").exists():
+                return
+            writer = self._writer_()
+            writer.commit()
+            writer.garbage_collect_files()
+            writer.wait_merging_threads()  # also releases the writer lock
+            self._writer = None
+
     # -- reading --------------------------------------------------------------------------------
     def _term(self, name: str, value) -> Q:
         return Q.term_query(self._schema, name, value)

@@ -147,6 +147,21 @@ class FaissVectorStore:
         self._index = self._new_index(kind, vecs)
         self._index.add_with_ids(vecs, ids)
 
+    def compact(self) -> str:
+        """Rebuild the index from the vectors it holds: quantiser ranges and IVF lists trained on what the
+        library holds now rather than on its first vectors, and no space left by removals. Returns the kind."""
+        with self._lock:
+            self._gpu_index = None
+            ids, vecs = self._all_vectors()
+            kind = self._target_kind(len(ids)) if self.config.index == "auto" else self.config.index
+            self._index = self._new_index(kind if len(ids) else "flat", vecs if len(ids) else None)
+            if len(ids):
+                self._index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+            if self.kind == "ivf-sq8":
+                ivf = faiss.extract_index_ivf(self._index)
+                ivf.nprobe = min(self.config.nprobe, ivf.nlist)
+            return self.kind
+
     # -- data --------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self._index.ntotal)
