@@ -8,6 +8,8 @@
 3. Every enabled module the cues allow rewrites the query into its own form
    (or declines), recalls from its store and aggregates its hits into segments.
 4. Fusion merges the routes' segments (search/fusion.py).
+5. The library's reranker, if it has one, re-scores the first fused segments within its
+   time budget (search/rerank.py); ``query.options["rerank"] = False`` skips it.
 
 A query with filters but nothing to match lists the media that pass them.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from .errors import InvalidQuery
 from .fusion import fuse
 from .library import Library
+from .rerank import rerank
 from .rewrite import clean_text
 from .types import ParsedQuery, Query, Segment
 
@@ -106,9 +109,13 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
                         f"{name}.aggregate": (t3 - t2) * 1e3})
     notes += [n for n in dict.fromkeys(query.notes) if n not in notes]
     t0 = time.perf_counter()
-    fused = fuse(routes, library.config.fusion)[: query.top_k]
+    fused = fuse(routes, library.config.fusion)
     timings["fuse"] = (time.perf_counter() - t0) * 1e3
-    return SearchReport(fused, timings, parsed, list(routes), notes)
+    if library.config.rerank.enabled and query.options.get("rerank", True):
+        t0 = time.perf_counter()
+        fused = rerank(library, query, fused, notes)
+        timings["rerank"] = (time.perf_counter() - t0) * 1e3
+    return SearchReport(fused[: query.top_k], timings, parsed, list(routes), notes)
 
 
 def _list_media(library: Library, query: Query) -> list[Segment]:
