@@ -230,14 +230,14 @@ class Service:
     # search ----------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                library: str = DEFAULT_LIBRARY, tenant: str | None = None, top_k: int = 10,
-               routes: list[str] | None = None) -> list[Result]:
-        return self.search_report(text, image, library, tenant, top_k, routes).results
+               routes: list[str] | None = None, rerank: bool = True) -> list[Result]:
+        return self.search_report(text, image, library, tenant, top_k, routes, rerank).results
 
     def search_report(self, text: str | None = None, image: Path | str | bytes | Image.Image | None = None,
                       library: str = DEFAULT_LIBRARY, tenant: str | None = None,
-                      top_k: int = 10, routes: list[str] | None = None) -> SearchResponse:
+                      top_k: int = 10, routes: list[str] | None = None, rerank: bool = True) -> SearchResponse:
         """Search a library (or the libraries a ``library:`` filter names); ``routes`` limits the modules
-        used (default: all the library has)."""
+        used (default: all the library has); ``rerank=False`` skips the libraries' rerankers."""
         query = validate(Query(text=text, image=_load_query_image(image), top_k=top_k))
         parsed = self.rewriter(query.text) if query.text else None
         names = (parsed.filters.libraries if parsed else None) or [library]
@@ -245,7 +245,7 @@ class Service:
         for name in dict.fromkeys(names):
             lib = self.library(name, tenant)
             lib.refresh()  # what workers indexed since the last search
-            report = search(lib, Query(text=query.text, image=query.image, top_k=top_k),
+            report = search(lib, Query(text=query.text, image=query.image, top_k=top_k, options={"rerank": rerank}),
                             lambda _text: parsed, routes)
             responses.append((lib, report))
         results = [result for lib, report in responses for result in self._results(lib, report)]
