@@ -114,6 +114,23 @@ class RerankConfig(BaseModel):
                                   f"{first['msg']}") from None
         return self
 
+    @classmethod
+    def parse_spec(cls, spec: str) -> RerankConfig:
+        """``none``, ``builtin``, ``vlm:<model hub id or directory>``, ``endpoint[:<model>[@<url>]]`` or
+        ``package.module:Class``; other settings keep their defaults."""
+        backend, _, rest = spec.strip().partition(":")
+        options: dict[str, Any] = {}
+        if backend == "vlm" and rest:
+            options["model"] = rest
+        elif backend == "endpoint" and rest:
+            model, _, url = rest.partition("@")
+            options.update({"model": model} if model else {}, **({"url": url} if url else {}))
+        elif backend not in BACKENDS and backend != "none" and rest:  # a dotted path: the class is part of it
+            backend = f"{backend}:{rest}"
+        elif rest:
+            raise ConfigError(f"reranker {backend!r} takes no ':{rest}'")
+        return cls(backend=backend, options=options)
+
     @property
     def enabled(self) -> bool:
         return self.backend != "none"
