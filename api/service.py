@@ -34,6 +34,7 @@ from zhaopian.search.catalog import Catalog, LibraryRecord, MediaRecord
 from zhaopian.search.engine import SearchReport, search, validate
 from zhaopian.search.errors import MediaError, NotFound
 from zhaopian.search.library import Library, LibraryConfig
+from zhaopian.search.rerank import RerankConfig
 from zhaopian.search.rewrite import RewriteConfig, create_rewriter
 from zhaopian.search.stores.text import TextIndexLocation, create_text_index
 from zhaopian.search.stores.vectors import drop_vector_store
@@ -102,8 +103,9 @@ class Service:
     # libraries -------------------------------------------------------------------------------
     def default_config(self, encoder: str | None = None, modules: Iterable[str] = DEFAULT_MODULES,
                        sample_fps: float = 1.0, index: str = "auto", text_index: str = "tantivy",
-                       es_url: str | None = None) -> LibraryConfig:
+                       es_url: str | None = None, rerank: str | RerankConfig | None = None) -> LibraryConfig:
         """A library config from the usual choices; the encoder spec defaults to ZHAOPIAN_ENCODER.
+        ``rerank``: a reranker spec (``builtin``, ``vlm:<model>``, ...) or config (search/rerank.py).
 
         ``text_index="elasticsearch"`` keeps the text units in Elasticsearch at ``es_url``
         (default: ZHAOPIAN_ES_URL, read when the library opens).
@@ -113,8 +115,10 @@ class Service:
         if "visual" in options:
             options["visual"] = {"encoder": EncoderConfig.parse_spec(spec).model_dump(mode="json")}
         text = {"backend": text_index, "url": [es_url] if es_url else []}
-        return LibraryConfig.parse({"modules": options, "sample_fps": sample_fps,
-                                    "vector_store": {"index": index}, "text_index": text})
+        config = {"modules": options, "sample_fps": sample_fps, "vector_store": {"index": index}, "text_index": text}
+        if rerank is not None:
+            config["rerank"] = (RerankConfig.parse_spec(rerank) if isinstance(rerank, str) else rerank).model_dump(mode="json")
+        return LibraryConfig.parse(config)
 
     def create_library(self, name: str, config: LibraryConfig | dict[str, Any] | None = None,
                        tenant: str | None = None) -> LibraryRecord:
