@@ -482,7 +482,9 @@ def serve(
             err.print(f"web UI: http://{shown}:{port}/#key={key}", markup=False, highlight=False)
         pool = WorkerPool(workers).start() if workers else None
         try:
-            uvicorn.run(create_app(svc), host=host, port=port)
+            # idle connections stay open longer than clients keep them (httpx 5 s, browsers more), so a
+            # client never reuses one the server is closing at that moment
+            uvicorn.run(create_app(svc), host=host, port=port, timeout_keep_alive=75)
         finally:
             if pool is not None:
                 pool.stop()

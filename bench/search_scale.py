@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -74,6 +75,7 @@ def build(directory: Path, n: int) -> Path:
     svc = Service(Settings(data_dir=directory, media_root=directory, threads=1))
     svc.create_library("scale", svc.default_config(modules=("visual", "ocr")))
     lib = svc.library("scale")
+    lib.media.conn.execute("PRAGMA synchronous=OFF")  # a bulk load: no fsync per medium (the marker says done)
     visual, ocr = lib.modules["visual"], lib.modules["ocr"]
     space = visual.encoder.text_space
     vectors, _ = clustered_vectors(n, visual.encoder.spaces[space], clusters=max(64, n // 500), n_queries=1)
@@ -120,18 +122,19 @@ def rss_mib(pid: int) -> float | None:
 
 
 class Server:
-    def __init__(self, data_dir: Path, threads: int) -> None:
-        svc = Service(Settings(data_dir=data_dir, media_root=data_dir))
+    def __init__(self, data_dir: Path, threads: int, workers: int = 0, media_root: Path | None = None) -> None:
+        media_root = media_root or data_dir
+        svc = Service(Settings(data_dir=data_dir, media_root=media_root))
         svc.catalog.ensure_tenant("default")
         self.key = create_key(svc.catalog, "default").key
         svc.close()
         self.port = free_port()
-        env = {**os.environ, "ZHAOPIAN_DATA_DIR": str(data_dir), "ZHAOPIAN_MEDIA_ROOT": str(data_dir),
+        env = {**os.environ, "ZHAOPIAN_DATA_DIR": str(data_dir), "ZHAOPIAN_MEDIA_ROOT": str(media_root),
                "ZHAOPIAN_THREADS": str(threads)}
         exe = Path(sys.executable).with_name("zhaopian")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([str(exe), "serve", "--port", str(self.port), "--workers", "0", "--no-ui-key"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([str(exe), "serve", "--port", str(self.port), "--workers", str(workers),
+                                      "--no-ui-key"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}/v1/libraries/scale/search"
         self.headers = {"Authorization": f"Bearer {self.key}"}
 
@@ -153,10 +156,16 @@ class Server:
         self.proc.wait(30)
 
 
-async def load(server: Server, qps: float, seconds: float, max_inflight: int, rss: list) -> dict:
+Request = tuple[str, str, dict]  # (kind, url, JSON body)
+
+
+async def load(server: Server, qps: float, seconds: float, max_inflight: int, rss: list,
+               request: Callable[[int], Request] | None = None) -> dict:
+    """``qps`` requests a second for ``seconds`` (by default searches; ``request(i)`` picks others)."""
     total = int(qps * seconds)
     gate = asyncio.Semaphore(max_inflight)
-    latencies: list[tuple[float, float]] = []  # (scheduled offset, latency ms)
+    latencies: list[tuple[float, float]] = []  # (scheduled offset, latency ms) of searches
+    other_ms: dict[str, list[float]] = {}
     server_ms: list[float] = []
     errors: dict[str, int] = {}
     rng = random.Random(1)
@@ -167,18 +176,24 @@ async def load(server: Server, qps: float, seconds: float, max_inflight: int, rs
         async def one(i: int) -> None:
             scheduled = start + i / qps
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            kind, url, body = request(i) if request else ("search", server.url,
+                                                          {"text": rng.choice(QUERIES), "top_k": 10})
             async with gate:
                 try:
-                    r = await client.post(server.url, json={"text": rng.choice(QUERIES), "top_k": 10},
-                                          headers=server.headers)
-                    if r.status_code != 200:
-                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                    r = await client.post(url, json=body, headers=server.headers)
+                    if r.status_code >= 300:
+                        errors[f"{kind} {r.status_code}"] = errors.get(f"{kind} {r.status_code}", 0) + 1
                         return
-                    server_ms.append(sum(r.json()["timings_ms"].values()))
+                    if kind == "search":
+                        server_ms.append(sum(r.json()["timings_ms"].values()))
                 except httpx.HTTPError as exc:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                     return
-            latencies.append((scheduled - start, (time.perf_counter() - scheduled) * 1000))
+            latency = (time.perf_counter() - scheduled) * 1000
+            if kind == "search":
+                latencies.append((scheduled - start, latency))
+            else:
+                other_ms.setdefault(kind, []).append(latency)
 
         stop = threading.Event()
 
@@ -196,7 +211,9 @@ async def load(server: Server, qps: float, seconds: float, max_inflight: int, rs
     def pct(p: float) -> float:
         return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 1) if ms else float("nan")
 
-    return {"requests": total, "ok": len(ms), "errors": errors, "achieved_qps": round(len(ms) / elapsed, 2),
+    others = {kind: {"n": len(v), "p50_ms": round(statistics.median(v), 1)} for kind, v in other_ms.items()}
+    return {"requests": total, "ok": len(ms) + sum(len(v) for v in other_ms.values()), "others": others,
+            "errors": errors, "achieved_qps": round((len(ms) + sum(len(v) for v in other_ms.values())) / elapsed, 2),
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": round(ms[-1], 1) if ms else None,
             "server_ms_p50": round(statistics.median(server_ms), 1) if server_ms else None,
             "timeline": [(round(t, 2), round(v, 1)) for t, v in latencies]}
