@@ -110,6 +110,9 @@ def library_create(
     fps: Annotated[float, typer.Option(help="Frames sampled per second of video.")] = 1.0,
     text_index: Annotated[str, typer.Option(help="Text index: tantivy (embedded) or elasticsearch.")] = "tantivy",
     es_url: Annotated[str | None, typer.Option(help="Elasticsearch URL (default: ZHAOPIAN_ES_URL).")] = None,
+    rerank: Annotated[str | None, typer.Option(help="Reranker after fusion: none, builtin, vlm:<model> "
+                                                    "(e.g. vlm:Qwen/Qwen2.5-VL-3B-Instruct) or "
+                                                    "endpoint[:<model>[@<url>]].")] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Create a library with its own index configuration."""
@@ -118,7 +121,7 @@ def library_create(
         svc = _service()
         spec = encoder or svc.settings.encoder
         names = [m.strip() for m in modules.split(",") if m.strip()]
-        config = svc.default_config(spec, names, fps, index, text_index, es_url)
+        config = svc.default_config(spec, names, fps, index, text_index, es_url, rerank)
         record = svc.create_library(name, config, tenant)
         out.print(f"created library {record.name!r} (tenant {record.tenant!r}, encoder {spec})")
 
@@ -347,6 +350,7 @@ def search_cmd(
                                                          "highlighted matches, the parsed query, timings.")] = False,
     routes: Annotated[str | None, typer.Option(help="Only these routes, comma-separated "
                                                   "(visual, labels, ocr, asr, meta).")] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the library's reranker.")] = False,
 ) -> None:
     """Search a library by text or by image; prints segments (video, start, end, score) and why they matched.
 
@@ -355,7 +359,7 @@ def search_cmd(
     """
     def body():
         only = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
-        response = _service().search_report(text, image, library, tenant, top_k, only)
+        response = _service().search_report(text, image, library, tenant, top_k, only, rerank=not no_rerank)
         if as_json:
             out.print_json(response.model_dump_json())
         else:
