@@ -48,6 +48,7 @@ from zhaopian.indexer.ingest import expand, resolve_under
 from zhaopian.indexer.jobs import Job, JobStatus
 from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
 from zhaopian.search.errors import AlreadyExists, MediaError, NotFound, PathOutsideRoot, ZhaopianError
+from zhaopian.search.rerank import RerankConfig
 
 from .auth import Caller, Forbidden, authenticate, create_key
 from .http_faces import people_routes
@@ -159,6 +160,8 @@ class LibraryOptions(Strict):
     text_index: Literal["tantivy", "elasticsearch"] = "tantivy"
     vector_index: Literal["auto", "flat", "sq8", "ivf-sq8"] = "auto"
     sample_fps: float = Field(default=1.0, gt=0, le=30)
+    #: the reranker after fusion: a spec ('builtin', 'vlm:<model>', 'endpoint') or a full config
+    rerank: RerankConfig | str | None = None
 
 
 class LibraryCreate(Strict):
@@ -274,6 +277,8 @@ class SearchRequest(Strict):
     top_k: int = 10
     #: only these routes (visual, labels, ocr, asr, meta); default: all the library has
     routes: list[str] | None = None
+    #: false: skip the library's reranker
+    rerank: bool = True
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -436,7 +441,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
     def create_library(body: LibraryCreate, who: CallerDep) -> Library:
         options = body.config or LibraryOptions()
         config = svc.default_config(options.encoder, options.modules or DEFAULT_MODULES, options.sample_fps,
-                                    options.vector_index, options.text_index)
+                                    options.vector_index, options.text_index, rerank=options.rerank)
         return Library.of(svc.create_library(body.name, config, who.tenant))
 
     @router.delete("/libraries/{name}", status_code=204, tags=["libraries"])
@@ -577,16 +582,18 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     @router.post("/libraries/{name}/search", response_model=SearchResults, tags=["search"])
     def search_text(name: str, body: SearchRequest, who: CallerDep) -> SearchResults:
-        return with_links(svc.search_report(body.text, None, name, who.tenant, body.top_k, body.routes), who.tenant)
+        return with_links(svc.search_report(body.text, None, name, who.tenant, body.top_k, body.routes, body.rerank),
+                          who.tenant)
 
     @router.post("/libraries/{name}/search/image", response_model=SearchResults, tags=["search"])
     def search_image(name: str, who: CallerDep,
                      image: Annotated[UploadFile, File(description="the query image")],
                      text: Annotated[str | None, Form()] = None,
                      top_k: Annotated[int, Form()] = 10,
-                     routes: Annotated[list[str] | None, Form()] = None) -> SearchResults:
+                     routes: Annotated[list[str] | None, Form()] = None,
+                     rerank: Annotated[bool, Form()] = True) -> SearchResults:
         check_size(image.size)
-        return with_links(svc.search_report(text, image.file.read(), name, who.tenant, top_k, routes or None),
+        return with_links(svc.search_report(text, image.file.read(), name, who.tenant, top_k, routes or None, rerank),
                           who.tenant)
 
     router.include_router(people_routes(svc, CallerDep, check_size))  # api/http_faces.py
