@@ -392,6 +392,28 @@ def test_deleting_a_medium_removes_its_faces(media: Path, tmp_path: Path):
         service.close()
 
 
+@real
+@pytest.mark.slow
+def test_small_faces_in_photos_are_found(media: Path, tmp_path: Path):
+    """A photo (an image medium) is upsampled before detection, like a query image: a face of
+    about 50 px, which the video frames' detector would miss, is indexed (with, here, one false
+    detection on the suit's patch at score 0.01: raise ``min_score`` to drop such)."""
+    (media / "photos").mkdir(exist_ok=True)
+    collins().resize((300, 300)).save(media / "photos" / "small.jpg")
+    service = Service(Settings(data_dir=tmp_path / "data", media_root=media))
+    try:
+        service.create_library("photos", {"modules": {"faces": {}}})
+        [result] = service.index([media / "photos" / "small.jpg"], library="photos")
+        assert result.status == "indexed" and result.units >= 1
+        found = service.search_report(image=collins_query(), library="photos")
+        assert [(Path(r.video).name, r.start, r.end) for r in found.results] == [("small.jpg", 0.0, 0.0)]
+        service.create_library("strict", {"modules": {"faces": {"min_score": 0.3}}})
+        [strict] = service.index([media / "photos" / "small.jpg"], library="strict")
+        assert strict.units == 1
+    finally:
+        service.close()
+
+
 def svc_len(service: Service, library: str) -> int:
     return len(service.library(library).modules["faces"]._store())
 

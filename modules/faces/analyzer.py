@@ -164,8 +164,8 @@ class FaceAnalyzer:
         faces = []
         with self._lock:
             for d in detections:
-                rect = dlib.rectangle(int(round(d.box[0] * w)), int(round(d.box[1] * h)),
-                                      int(round(d.box[2] * w)) - 1, int(round(d.box[3] * h)) - 1)
+                rect = dlib.rectangle(round(d.box[0] * w), round(d.box[1] * h),
+                                      round(d.box[2] * w) - 1, round(d.box[3] * h) - 1)
                 shape = predictor(rgb, rect)
                 chip = np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
                 descriptor = np.asarray(network.compute_face_descriptor(chip), dtype=np.float32)
@@ -174,9 +174,15 @@ class FaceAnalyzer:
         return faces
 
     def largest_face(self, image: Any, *, upsample: int = 1) -> Face | None:
-        """The largest face of a photo (a query, a person's portrait), or None when it shows none."""
-        found = self.detect(image, max_side=max(as_rgb_array(image).shape[:2]), upsample=upsample)
-        return self.describe(image, found[:1])[0] if found else None
+        """The main face of a photo (a query, a person's portrait), or None when it shows none: the most
+        confident of the faces at least half as large as the largest (a false detection on a textured
+        patch scores low, and can be as large as the face)."""
+        rgb = as_rgb_array(image)
+        found = self.detect(rgb, max_side=max(rgb.shape[:2]), upsample=upsample)
+        if not found:
+            return None
+        main = max((d for d in found if d.area >= 0.5 * found[0].area), key=lambda d: d.score)
+        return self.describe(rgb, [main])[0]
 
 
 _shared: FaceAnalyzer | None = None

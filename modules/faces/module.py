@@ -2,7 +2,7 @@
 
 extract   frames -> faces found (dlib HOG) and followed over time; a 128-d descriptor is computed
           for new faces and every few seconds along a track, unchanged frames are skipped
-          (modules/faces/tracking.py)
+          (modules/faces/tracking.py); a photo (an image medium) is upsampled like a query image
 write     each track -> one unit (its time span) whose vector is the track's mean descriptor,
           L2-normalised in the library's ``faces.faiss`` (the raw norm stays in ``face_tracks``)
 rewrite   an image -> the descriptor of its largest face (no face: a note, no route); text ->
@@ -121,8 +121,11 @@ class FacesModule(Module):
     def _scanner(self, media: MediaInfo) -> FaceScanner:
         with self._lock:
             if media.media_id not in self._scanners:
-                step = media.sample_step if media.kind == "video" else 1.0
-                self._scanners[media.media_id] = FaceScanner(self.analyzer, self.config.scan(), step)
+                config, step = self.config.scan(), media.sample_step
+                if media.kind == "image":  # one frame: upsampling (faces down to ~40 px) is affordable
+                    config, step = config.model_copy(update={"upsample": max(config.upsample,
+                                                                             self.config.query_upsample)}), 1.0
+                self._scanners[media.media_id] = FaceScanner(self.analyzer, config, step)
             return self._scanners[media.media_id]
 
     def extract(self, media: MediaInfo, frames: Sequence[Frame]) -> list[FrameFaces]:
@@ -150,9 +153,8 @@ class FacesModule(Module):
             for media_id in media_ids:
                 self._scanners.pop(media_id, None)
         ids = self.context.media.unit_ids(media_ids, self.name)
-        if ids and (self._store_cache is not None or self.path.exists()):
-            if self._store().remove(ids):
-                self._dirty = True
+        if ids and (self._store_cache is not None or self.path.exists()) and self._store().remove(ids):
+            self._dirty = True
 
     def flush(self) -> None:
         if self._dirty and self._store_cache is not None:

@@ -269,7 +269,7 @@ def _patch(gray: np.ndarray, box: Box) -> np.ndarray:
     """The face's grayscale box as a zero-mean, unit-variance 16x16 patch."""
     h, w = gray.shape
     x0, y0 = int(box[0] * w), int(box[1] * h)
-    x1, y1 = max(x0 + 1, int(round(box[2] * w))), max(y0 + 1, int(round(box[3] * h)))
+    x1, y1 = max(x0 + 1, round(box[2] * w)), max(y0 + 1, round(box[3] * h))
     crop = Image.fromarray(gray[y0:y1, x0:x1]).resize((PATCH_SIDE, PATCH_SIDE), Image.Resampling.BOX)
     p = np.asarray(crop, np.float32)
     std = float(p.std())
