@@ -25,7 +25,7 @@ from zhaopian.search.errors import MediaError
 from zhaopian.search.types import Frame
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-#: images larger than this are refused before decoding (decompression bombs)
+#: images, and videos whose frames are, larger than this are refused before decoding (decompression bombs)
 MAX_IMAGE_PIXELS = 120_000_000
 #: frames are scaled so their longer side is at most this many pixels
 DEFAULT_MAX_SIDE = 640
@@ -51,6 +51,14 @@ def _check_file(path: Path) -> None:
         raise MediaError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
+
+
+def _check_size(path: Path | BinaryIO | str, width: int, height: int, what: str) -> None:
+    """Refuse a picture or video frame of no pixels or too many, before any pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise MediaError(f"{path}: {what} has no pixels ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise MediaError(f"{path}: {what} too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS})")
 
 
 def _scaled(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -92,14 +100,16 @@ def probe(path: Path) -> Probe:
     if media_kind(path) == "image":
         try:
             with _open_header(path) as im:
+                _check_size(path, im.width, im.height, "image")
                 return Probe("image", 0.0, im.width, im.height, 0.0, _exif_time(im))
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
             raise MediaError(f"{path}: unreadable image ({exc.__class__.__name__})") from exc
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            _check_size(path, stream.codec_context.width, stream.codec_context.height, "video frame")
             duration = _duration(container, stream)
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             return Probe("video", duration, stream.codec_context.width, stream.codec_context.height, fps,
@@ -166,6 +176,7 @@ def iter_frames(path: Path, fps: float = 1.0, max_side: int = DEFAULT_MAX_SIDE, 
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = threads
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            _check_size(path, stream.codec_context.width, stream.codec_context.height, "video frame")
             width, height = _scaled(stream.codec_context.width, stream.codec_context.height, max_side)
             next_t = 0.0
             for frame in container.decode(stream):
