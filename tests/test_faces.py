@@ -381,6 +381,10 @@ def test_deleting_a_medium_removes_its_faces(media: Path, tmp_path: Path):
         [result] = service.index([media / "people.mp4"], library="del")
         lib = service.library("del")
         assert len(lib.modules["faces"]._store()) == 3
+        faces = lib.modules["faces"]
+        assert faces.stored_units() == set(lib.media.unit_ids([result.media_id], "faces"))
+        faces.compact()  # rebuilt from what it holds: the same units
+        assert faces.stored_units() == set(lib.media.unit_ids([result.media_id], "faces"))
         service.delete_medium(result.media_id, library="del")
         assert len(lib.modules["faces"]._store()) == 0
         assert lib.media.conn.execute("SELECT COUNT(*) FROM face_tracks").fetchone()[0] == 0

@@ -34,7 +34,7 @@ from zhaopian.modules.base import Module, ModuleConfig, ModuleContext, Query
 from zhaopian.search.errors import ConfigError, MediaError
 from zhaopian.search.segments import merge_hits
 from zhaopian.search.stores.text_analysis import CJK_RE
-from zhaopian.search.stores.vectors import VectorStore, open_vector_store
+from zhaopian.search.stores.vectors import FaissVectorStore, VectorStore, open_vector_store
 from zhaopian.search.types import Frame, Hit, MediaInfo, Segment
 
 from .analyzer import INSTALL_HINT, distance_from_cosine, shared_analyzer
@@ -161,6 +161,22 @@ class FacesModule(Module):
             self._store_cache.save(self.path)
             self._stamp = _stamp(self.path)
         self._dirty = False
+
+    def stored_units(self) -> set[int]:
+        if self._store_cache is None and not self.path.exists():
+            return set()
+        return {int(i) for i in self._store().ids()}
+
+    def drop_units(self, unit_ids: set[int]) -> None:
+        if unit_ids and self._store().remove(sorted(unit_ids)):
+            self._dirty = True
+
+    def compact(self) -> None:
+        store = self._store() if self._store_cache is not None or self.path.exists() else None
+        if isinstance(store, FaissVectorStore):  # a server-side store compacts itself
+            store.compact()
+            self._dirty = True
+        self.flush()
 
     def reload(self) -> None:
         """Another process wrote to the library: the store is read again when next used if its file changed."""
