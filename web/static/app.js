@@ -144,6 +144,9 @@ function initSignIn() {
   dialog.addEventListener('cancel', (event) => {
     if (!state.me) event.preventDefault(); // nothing works without a key
   });
+  dialog.addEventListener('close', () => {
+    if (!state.me) setTimeout(() => signIn(document.getElementById('signin-error').textContent), 0);
+  });
   document.getElementById('signin-show').addEventListener('change', (event) => {
     document.getElementById('signin-key').type = event.target.checked ? 'text' : 'password';
   });
@@ -255,8 +258,13 @@ async function deleteLibrary() {
 
 // -- keyboard ----------------------------------------------------------------------------------------
 
+const TEXT_INPUTS = new Set(['text', 'search', 'password', 'email', 'number', 'url', 'tel']);
+
+/** Keys typed here are text, not shortcuts. */
 function typing(target) {
-  return target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+  if (!target) return false;
+  if (target.isContentEditable || target.tagName === 'TEXTAREA' || target.tagName === 'SELECT') return true;
+  return target.tagName === 'INPUT' && TEXT_INPUTS.has(target.type);
 }
 
 function initGlobalKeys() {

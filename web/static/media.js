@@ -5,7 +5,7 @@ import { onLangChange, t } from './i18n.js';
 import { openPlayer } from './player.js';
 import { currentLibrary, on, state } from './state.js';
 import {
-  basename, confirmDialog, errorMessage, fmtBytes, fmtDate, fmtDuration, h, icon, toast,
+  basename, confirmDialog, errorMessage, fmtBytes, fmtDate, fmtDuration, h, icon, shortPath, toast,
 } from './ui.js';
 
 let offset = 0;
@@ -120,7 +120,7 @@ function row(medium) {
     medium.kind === 'video' ? h('span', { class: 'badge-time' }, fmtDuration(medium.duration)) : null)),
     h('td', { class: 'media-title-cell' },
       h('span', { class: 'media-title' }, title),
-      h('span', { class: 'file-path', title: medium.path }, medium.path),
+      h('span', { class: 'file-path', title: medium.path }, shortPath(medium.path)),
       medium.description ? h('span', { class: 'media-desc' }, medium.description) : null),
     h('td', {}, h('span', { class: `kind-pill kind-${medium.kind}` }, icon(medium.kind === 'image' ? 'image' : 'film'), t(`kind.${medium.kind}`))),
     h('td', { class: 'num' }, medium.kind === 'video' ? fmtDuration(medium.duration) : t('common.none'),

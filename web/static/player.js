@@ -2,7 +2,7 @@
 // replays it or plays the whole file; images are shown as they are. Escape closes (native dialog).
 
 import { t } from './i18n.js';
-import { basename, fmtRange, fmtScore, fmtTime, h, highlightNodes } from './ui.js';
+import { basename, fmtRange, fmtScore, fmtTime, h, highlightNodes, shortPath } from './ui.js';
 
 let dialog;
 let video;
@@ -58,7 +58,9 @@ export function openPlayer(item) {
   const isVideo = current.kind !== 'image';
   dialog.classList.toggle('is-image', !isVideo);
   document.getElementById('player-title').textContent = current.title || basename(current.path);
-  document.getElementById('player-path').textContent = current.path || '';
+  const pathLine = document.getElementById('player-path');
+  pathLine.textContent = shortPath(current.path, 4);
+  pathLine.title = current.path || '';
   const range = document.getElementById('player-range');
   range.textContent = isVideo ? t('player.segment', { range: fmtRange(current.start, current.end) }) : t('kind.image');
   setStatus('');
@@ -95,10 +97,13 @@ function onMetadata() {
 }
 
 function start() {
+  const item = current;
   const attempt = video.play();
   if (attempt && attempt.catch) {
-    attempt.catch(() => {
-      // autoplay with sound refused: play muted rather than not at all (the controls unmute)
+    attempt.catch((error) => {
+      // autoplay with sound refused: play muted rather than not at all (the controls unmute). Any other
+      // refusal (the player was closed, the source changed) is left alone.
+      if (error.name !== 'NotAllowedError' || current !== item || !dialog.open) return;
       video.muted = true;
       video.play().catch(() => {});
     });

@@ -118,6 +118,12 @@ export function fmtScore(score) {
   return score.toPrecision(2);
 }
 
+/** The end of a long path: …/media/trip/clip.mp4 (the whole path belongs in a title attribute). */
+export function shortPath(path, keep = 3) {
+  const parts = String(path || '').split(/[\\/]/).filter(Boolean);
+  return parts.length > keep ? `…/${parts.slice(-keep).join('/')}` : String(path || '');
+}
+
 export function basename(path) {
   return String(path || '').split(/[\\/]/).filter(Boolean).pop() || String(path || '');
 }
