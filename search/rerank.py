@@ -366,8 +366,8 @@ class RerankStage:
                     return
                 fp = reranker.fingerprint()
                 missing = []
-                for i in keys:
-                    cached = self.cache.get((fp, *keys[i]))
+                for i, key in keys.items():
+                    cached = self.cache.get((fp, *key))
                     if cached is None:
                         missing.append(i)
                     else:
@@ -391,7 +391,7 @@ class RerankStage:
                         close()
             except RerankTimeout:
                 pass
-            except Exception as exc:  # reported as a note; the search itself goes on
+            except Exception as exc:  # noqa: BLE001 - reported as a note; the search itself goes on
                 state["error"] = exc
             finally:
                 done.set()
@@ -419,7 +419,7 @@ class RerankStage:
         ordered = [judgements[i] for i in range(len(candidates))]
         try:
             keys_ = reranker.order(rq, candidates, ordered)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not fail the search
             notes.append(f"reranker {name} failed ({_reason(exc)}); results are in fused order")
             self.last["outcome"] = "error"
             return fused
@@ -453,7 +453,7 @@ def stage_for(library: Library) -> RerankStage:
     """The library's stage (one per open library, so its cache and loaded model are kept)."""
     with _stages_lock:
         stage = _stages.get(library)
-        if stage is None:
+        if stage is None or stage.config is not library.config.rerank:  # first use, or the config was replaced
             stage = _stages[library] = RerankStage(library.config.rerank, library)
         return stage
 

@@ -1,0 +1,237 @@
+"""The built-in reranker: the library's own visual encoder looks at each candidate again, closer.
+
+No extra model. For each candidate segment of a video:
+
+1. **Look again.** Frames on the fixed grid ``k / fps`` (4 per second by default) from
+   ``margin`` seconds before the segment to ``margin`` seconds after it (at most
+   ``max_frames``, thinned evenly on the grid) are decoded and encoded with the visual
+   module's encoder; their similarity to the query's vector from ``visual.rewrite(query)``
+   (the text space for a text query, the image-query space for an image) is measured.
+   Ingestion saw one frame per second, merged into clips whose vector is a mean; this sees
+   four, one by one.
+2. **Re-score by the best frames:** the mean similarity of the ``top_frames`` best frames.
+3. **Tighten.** A segment the visual route found becomes the run of frames around the best
+   one whose similarity is at least ``best - tighten × (best - worst)`` over the window (dips
+   shorter than ``gap`` seconds are bridged), plus one frame step. A segment a text route
+   found (words on screen, words said, labels) keeps the span of the units that matched.
+   With both, the span covers both. Whole-medium (metadata) matches and stills keep theirs.
+4. **Order.** The candidates are fused again by the library's fusion rule (RRF or blend, its
+   weights), each route ranking the candidates it found by its own score, except that the
+   visual route now ranks *every* candidate by the best-frame score. A segment found by
+   several routes gains a term from each, so agreement between routes ranks higher; a
+   segment found only by words keeps its text routes' terms, so a query about what is said or
+   shown as text is not taken over by look-alike pictures.
+
+The visual look is skipped when the library has no visual module or the query is steered
+away from it (说 / says, 字幕 / text on screen): then only the spans of text matches are used
+and the order stays the fused one.
+
+Frame vectors (every space of the encoder) are cached per (medium content, time) on the
+grid: the next query over the same segments, or overlapping ones, encodes nothing again. Cost per candidate with
+the bundled encoder: about 30-60 ms of CPU per new frame (see docs/benchmarks.md, "Reranker").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .rerank import Candidate, Deadline, Judgement, Reranker, RerankQuery, RerankTimeout
+from .rerank_frames import decode_at, grid_times
+
+#: routes whose matches are not moments (a title or tag is about the whole medium)
+_WHOLE_MEDIUM_ROUTES = {"meta"}
+
+
+class BuiltinOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: frames per second looked at
+    fps: float = Field(default=4.0, gt=0, le=30)
+    #: seconds looked at before and after the segment
+    margin: float = Field(default=1.0, ge=0, le=30)
+    #: at most this many frames per candidate (a long segment is looked at more sparsely)
+    max_frames: int = Field(default=16, ge=1, le=1000)
+    #: frames are decoded with their longer side at most this (the encoder resizes them anyway)
+    max_side: int = Field(default=320, ge=32, le=4096)
+    #: the score: mean similarity of this many best frames
+    top_frames: int = Field(default=3, ge=1, le=100)
+    #: a frame belongs to the match when its similarity is within tighten × (best - worst) of the best
+    tighten: float = Field(default=0.5, ge=0, le=1)
+    #: seconds of lower similarity bridged inside a match
+    gap: float = Field(default=0.5, ge=0, le=10)
+    #: frames whose vectors are kept in memory (per medium content and time; every space the encoder has)
+    frame_cache: int = Field(default=5000, ge=0, le=1_000_000)
+
+
+class _FrameCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, int], dict[str, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[str, int]) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, int], value: dict[str, np.ndarray]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def _run(times: list[float], sims: np.ndarray, tighten: float, gap: float) -> tuple[int, int]:
+    """Indices (first, last) of the frames around the best one that match (see the module docstring)."""
+    best = int(np.argmax(sims))
+    threshold = sims[best] - tighten * (sims[best] - sims.min())
+    ok = sims >= threshold - 1e-9
+    first = last = best
+    for step in (-1, 1):
+        i = best
+        edge = best
+        while 0 <= i + step < len(times):
+            i += step
+            if ok[i]:
+                edge = i
+            elif abs(times[i] - times[edge]) > gap:
+                break
+        if step < 0:
+            first = edge
+        else:
+            last = edge
+    return first, last
+
+
+def _text_span(candidate: Candidate) -> tuple[float, float] | None:
+    """The hull of the time-stamped matches of the text routes (on-screen text, speech, labels)."""
+    spans = [(m.start, m.end) for m in candidate.segment.matches
+             if m.route not in _WHOLE_MEDIUM_ROUTES and m.route != "visual" and m.end >= m.start]
+    if not spans:
+        return None
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
+class BuiltinReranker(Reranker):
+    name = "builtin"
+    Config = BuiltinOptions
+    default_budget_ms = 3000.0
+    image_queries = True
+
+    def __init__(self, options: BuiltinOptions, library) -> None:
+        super().__init__(options, library)
+        self.frames = _FrameCache(options.frame_cache)
+
+    def fingerprint(self) -> str:
+        visual = self.library.modules.get("visual")
+        encoder = visual.encoder.fingerprint() if visual is not None else "-"
+        return f"builtin:{encoder}:{self.options.model_dump_json()}"
+
+    def declines(self, query: RerankQuery) -> str | None:
+        return None  # without a visual look it still tightens text matches
+
+    def _visual(self, query: RerankQuery):
+        """(visual module, its query) when the visual look applies to this query, else (None, None)."""
+        visual = self.library.modules.get("visual")
+        parsed = query.query.parsed
+        if visual is None or (parsed is not None and parsed.routes and "visual" not in parsed.routes):
+            return None, None
+        module_query = visual.rewrite(query.query)
+        if module_query is None:
+            return None, None
+        return visual, module_query
+
+    def _frame_vectors(self, visual, space: str, c: Candidate, times: list[float], deadline: Deadline) -> np.ndarray:
+        keys = [(c.sha256, round(t * 1000)) for t in times]
+        found = [self.frames.get(k) for k in keys]
+        missing = [i for i, v in enumerate(found) if v is None or space not in v]
+        if missing:
+            images = decode_at(c.path, c.kind, [times[i] for i in missing], max_side=self.options.max_side)
+            if deadline.expired:
+                raise RerankTimeout()
+            vectors = visual.encoder.encode_images(images)  # every space: the next image query reuses them
+            for k, i in enumerate(missing):
+                found[i] = {name: v[k] for name, v in vectors.items()}
+                self.frames.put(keys[i], found[i])
+        return np.stack([f[space] for f in found])
+
+    def judge(self, query: RerankQuery, candidates: list[Candidate], deadline: Deadline) -> Iterator[tuple[int, Judgement]]:
+        visual, module_query = self._visual(query)
+        o = self.options
+        for index, c in enumerate(candidates):
+            if deadline.expired:
+                raise RerankTimeout()
+            seg = c.segment
+            text_span = _text_span(c)
+            if visual is None:
+                start, end = text_span if text_span and not seg.whole_medium else (None, None)
+                yield index, Judgement(score=0.0, start=start, end=end)
+                continue
+            if c.kind == "image":
+                times = [0.0]
+            elif seg.whole_medium:
+                times = grid_times(0.0, c.duration, o.fps, o.max_frames, c.duration)
+            else:
+                times = grid_times(seg.start - o.margin, seg.end + o.margin, o.fps, o.max_frames, c.duration)
+            vectors = self._frame_vectors(visual, module_query.space, c, times, deadline)
+            sims = vectors @ np.asarray(module_query.vector, dtype=np.float32)
+            top = np.sort(sims)[::-1][: o.top_frames]
+            score = float(top.mean())
+            best = int(np.argmax(sims))
+            start = end = None
+            if c.kind != "image" and not seg.whole_medium:
+                spans = []
+                if "visual" in seg.routes:
+                    first, last = _run(times, sims, o.tighten, o.gap)
+                    step = 1.0 / o.fps
+                    spans.append((times[first], min(times[last] + step, c.duration or times[last] + step)))
+                if text_span is not None:
+                    spans.append(text_span)
+                if spans:
+                    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+            yield index, Judgement(score=score, start=start, end=end,
+                                   thumbnail_time=times[best] if "visual" in seg.routes and c.kind != "image" else None,
+                                   detail=(("visual", score),))
+
+    def order(self, query: RerankQuery, candidates: list[Candidate], judgements: list[Judgement]) -> list[float]:
+        """The library's fusion rule over the candidates, the visual route ranking all of them by their best frames."""
+        fusion = self.library.config.fusion
+        looked = any(dict(j.detail).get("visual") is not None for j in judgements)
+        if not looked:  # nothing new was seen: the fused order stands
+            return [-float(c.rank) for c in candidates]
+        per_route: dict[str, dict[int, float]] = {}
+        for i, c in enumerate(candidates):
+            for route, score in c.segment.routes.items():
+                if route in ("rerank", "visual"):
+                    continue
+                per_route.setdefault(route, {})[i] = score
+        per_route["visual"] = {i: dict(j.detail)["visual"] for i, j in enumerate(judgements)}
+        keys = [0.0] * len(candidates)
+        for route, scores in per_route.items():
+            weight = fusion.weights.get(route, 1.0)
+            ranked = sorted(scores, key=lambda i: (-scores[i], i))
+            lo, hi = scores[ranked[-1]], scores[ranked[0]]
+            for rank, i in enumerate(ranked, start=1):
+                if fusion.method == "rrf":
+                    keys[i] += weight / (fusion.rrf_k + rank)
+                else:
+                    keys[i] += weight * ((scores[i] - lo) / (hi - lo) if hi > lo else 1.0)
+        return keys
+
+    def stats(self) -> dict[str, Any]:
+        return {"frame_cache_hits": self.frames.hits, "frame_cache_misses": self.frames.misses}
