@@ -9,7 +9,7 @@ Library: the visual route (the tests' colour encoder, so a worker starts fast) p
 1. queue the files that are not indexed yet (idempotent: queued or done files give their job);
 2. start ``zhaopian worker --drain`` and, in one round of three each, a process deleting two media
    or ``zhaopian library compact`` (rebuilding every index of the library);
-3. after a random 0.3-5 s, SIGKILL them;
+3. once the worker runs a job, after a random 0.1-3 s, SIGKILL them (what was under way is recorded);
 4. check: every SQLite file passes ``integrity_check``; ``zhaopian doctor`` (no repair) finds
    nothing; no two ready media share a path or content; every medium whose job is done is ready
    (unless a deleter was told to delete it) and is found first by a search for its title.
@@ -75,6 +75,42 @@ def make_media(folder: Path, narrated: int, colours: int, seed: int) -> list[Pat
         shots = [(rng.choice(palette), rng.uniform(1, 4)) for _ in range(rng.randint(2, 4))]
         files.append(write_video(folder / f"colour{i}.mp4", shots))
     return files
+
+
+def wait_running(jobs_db: Path, worker: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """Wait until the worker has claimed a job (or exited); whether it has."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            conn = sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=5)
+            try:
+                if conn.execute("SELECT 1 FROM jobs WHERE status='running'").fetchone():
+                    return True
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def ingest_state(data: Path) -> str:
+    """What was under way at the moment of a kill: the running job's progress, media mid-index or mid-delete."""
+    parts = []
+    try:
+        conn = sqlite3.connect(f"file:{data / 'jobs.sqlite'}?mode=ro", uri=True, timeout=5)
+        row = conn.execute("SELECT progress FROM jobs WHERE status='running'").fetchone()
+        conn.close()
+        if row:
+            parts.append(f"job at {row[0]:.0%}")
+        for db in data.glob("libraries/*/media.sqlite"):
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            for status, n in conn.execute("SELECT status, COUNT(*) FROM media WHERE status != 'ready' GROUP BY status"):
+                parts.append(f"{n} {status}")
+            conn.close()
+    except sqlite3.Error as exc:
+        parts.append(f"unreadable: {exc}")
+    return ", ".join(parts) or "idle"
 
 
 def integrity(data: Path) -> list[str]:
@@ -150,8 +186,11 @@ def main() -> None:
             if i % 3 == 2:
                 procs["deleter"] = subprocess.Popen([sys.executable, "-c", DELETER, str(i), str(deleted_log)],
                                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            delay = rng.uniform(0.3, 5.0)
+            # kill while a job runs (not while the worker is still starting), after a random moment
+            running = wait_running(data / "jobs.sqlite", procs["worker"])
+            delay = rng.uniform(0.1, 3.0)
             time.sleep(delay)
+            state = ingest_state(data)
             killed = []
             for name, proc in procs.items():
                 if proc.poll() is None:
@@ -162,9 +201,9 @@ def main() -> None:
             found = check(data, media_root, deleted)
             violations += [f"round {i + 1}: {p}" for p in found]
             rounds.append({"round": i + 1, "after_s": round(delay, 2), "killed": killed, "jobs_before": before,
-                           "violations": found})
-            print(f"round {i + 1:2d}: killed {', '.join(killed) or 'nothing (done already)'} after {delay:.1f} s; "
-                  f"{'OK' if not found else found}", flush=True)
+                           "job_running": running, "at_kill": state, "violations": found})
+            print(f"round {i + 1:2d}: killed {', '.join(killed) or 'nothing (done already)'} {delay:.1f} s into a "
+                  f"job; at the kill: {state}; {'OK' if not found else found}", flush=True)
         # the work left resumes and completes
         subprocess.run([str(exe), "worker", "--drain"], env=env, capture_output=True, check=False)
         svc = Service(Settings(data_dir=data, media_root=media_root))
