@@ -10,6 +10,7 @@ next open (``Library.recover``).
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 import time
@@ -57,9 +58,37 @@ class IngestStats:
             self.seconds[stage] += seconds
 
 
+def check_path(path: Path | str) -> None:
+    """Refuse a path that no file system or catalog can hold: a NUL byte, or a name that is not UTF-8
+    (Linux allows any bytes; the catalog, the text index and JSON need text)."""
+    text = str(path)
+    if "\x00" in text:
+        raise MediaError(f"{printable(text)}: a path cannot contain a NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MediaError(f"{printable(text)}: the file name is not valid UTF-8; rename the file") from None
+
+
+def printable(path: Path | str) -> str:
+    """A path as text that can be stored and shown (bytes that are not UTF-8 as ``\\xNN``)."""
+    text = str(path).replace("\x00", "\\x00")
+    return text.encode("utf-8", "surrogateescape" if _escaped_bytes(text) else "backslashreplace") \
+        .decode("utf-8", "backslashreplace")
+
+
+def _escaped_bytes(text: str) -> bool:
+    """Whether every surrogate in ``text`` stands for an undecodable byte (os.fsdecode's surrogateescape)."""
+    return all(0xDC80 <= ord(ch) <= 0xDCFF for ch in text if 0xD800 <= ord(ch) <= 0xDFFF)
+
+
 def resolve_under(path: Path, roots: list[Path]) -> Path:
     """The real path of ``path`` (symlinks resolved) if it lies inside one of ``roots``."""
-    real = Path(path).expanduser().resolve()
+    check_path(path)
+    try:
+        real = Path(path).expanduser().resolve()
+    except RuntimeError as exc:  # Python < 3.13: a symlink loop
+        raise MediaError(f"{path}: a symbolic link loop") from exc
     for root in roots:
         if real.is_relative_to(Path(root).expanduser().resolve()):
             return real
@@ -67,14 +96,33 @@ def resolve_under(path: Path, roots: list[Path]) -> Path:
                           f"set ZHAOPIAN_MEDIA_ROOT to a folder that contains it")
 
 
-def expand(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files named directly, and media files (by extension) inside named folders, sorted."""
+def expand(paths: Iterable[Path], roots: list[Path] | None = None) -> Iterator[Path]:
+    """Files named directly, and media files (by extension) inside named folders, sorted. Folders that
+    cannot be read are skipped; with ``roots``, a folder outside them is given back unscanned (it then
+    fails as outside the media root instead of walking, say, the whole disk)."""
     for path in paths:
         path = Path(path).expanduser()
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-        else:
+        if not _is_dir(path) or (roots is not None and not _inside(path, roots)):
             yield path
+            continue
+        found = [Path(folder) / name for folder, _dirs, names in os.walk(path)  # unreadable folders: skipped
+                 for name in names if Path(name).suffix.lower() in MEDIA_SUFFIXES]
+        yield from sorted(p for p in found if p.is_file())
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long, a NUL byte, not encodable: the file checks report it
+        return False
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    try:
+        resolve_under(path, roots)
+    except ZhaopianError:
+        return False
+    return True
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -155,9 +203,10 @@ class Ingestor:
         try:
             return self._index(path)
         except ZhaopianError as exc:
-            return IngestResult(str(path), "failed", message=exc.message, code=exc.code)
+            return IngestResult(printable(path), "failed", message=exc.message, code=exc.code)
         except OSError as exc:
-            return IngestResult(str(path), "failed", message=f"{path}: {exc.strerror or exc}", code="io_error")
+            return IngestResult(printable(path), "failed", message=f"{printable(path)}: {exc.strerror or exc}",
+                                code="io_error")
 
     def _index(self, path: Path) -> IngestResult:
         media = self.library.media

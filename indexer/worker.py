@@ -10,6 +10,7 @@ any point leaves a job that the next worker runs again from the start of that fi
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -132,7 +133,7 @@ class Worker:
         if result.code == JobCancelled.code:
             return self.queue.finish(job.id, "cancelled", error=JobError(code=result.code, message=result.message))
         if result.status == "failed":
-            if self.uploads is not None and Path(job.path).resolve().is_relative_to(self.uploads.resolve()):
+            if self.uploads is not None and Path(os.path.realpath(job.path)).is_relative_to(self.uploads.resolve()):
                 Path(job.path).unlink(missing_ok=True)
             return self.queue.finish(job.id, "failed", error=JobError(code=result.code or "media_invalid",
                                                                      message=result.message))
