@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,10 +24,12 @@ from zhaopian.indexer.ingest import (
     Ingestor,
     IngestResult,
     ProgressFn,
+    check_path,
     expand,
+    printable,
     sha256_file,
 )
-from zhaopian.indexer.jobs import Job, JobQueue
+from zhaopian.indexer.jobs import Job, JobError, JobQueue
 from zhaopian.indexer.worker import Worker
 from zhaopian.modules.manager import ModuleManager
 from zhaopian.modules.visual.encoders.base import EncoderConfig
@@ -167,7 +170,7 @@ class Service:
               progress: ProgressFn | None = None) -> list[IngestResult]:
         lib = self.library(library, tenant, create=True)
         ingestor = Ingestor(lib, self.settings.media_roots)
-        return ingestor.add(list(expand(Path(p) for p in paths)), progress)
+        return ingestor.add(list(expand((Path(p) for p in paths), self.settings.media_roots)), progress)
 
     # jobs ------------------------------------------------------------------------------------
     def submit(self, paths: Iterable[Path | str], library: str = DEFAULT_LIBRARY,
@@ -176,7 +179,13 @@ class Service:
         same content, gives its existing job."""
         lib = self.library(library, tenant, create=True)
         jobs = []
-        for file in expand(Path(p) for p in paths):
+        for file in expand((Path(p) for p in paths), self.settings.media_roots):
+            try:
+                check_path(file)
+            except MediaError as exc:  # no job can hold its path: one that failed at once says why
+                job, _ = self.jobs.submit(lib.record.tenant, lib.name, printable(file), fresh=True)
+                jobs.append(self.jobs.finish(job.id, "failed", error=JobError(code=exc.code, message=exc.message)))
+                continue
             path = Path(file).expanduser().absolute()
             job, _ = self.jobs.submit(lib.record.tenant, lib.name, path)
             if job.status == "done" and not lib.media.exists(job.media_id):  # deleted since: index it again
@@ -197,7 +206,7 @@ class Service:
                    tenant: str | None = None) -> Job:
         """Store uploaded bytes under the data directory (write then rename) and queue them for indexing."""
         lib = self.library(library, tenant, create=True)
-        name = Path(filename).name.strip()
+        name = _upload_name(filename)
         if not name or name in {".", ".."}:
             raise MediaError(f"invalid upload file name {filename!r}")
         folder = self.settings.upload_dir / "uploads" / lib.record.tenant / lib.name
@@ -272,6 +281,21 @@ class Service:
                                   score=round(seg.score, 6), thumbnail_time=round(seg.thumbnail_time, 3),
                                   routes=seg.routes, matches=seg.matches))
         return results
+
+
+#: an uploaded file keeps its name, cut to this many UTF-8 bytes (file systems allow 255, with the hash prefix)
+UPLOAD_NAME_BYTES = 200
+
+
+def _upload_name(filename: str) -> str:
+    """An uploaded file's own name as one the file system takes: no folders, no control characters,
+    at most UPLOAD_NAME_BYTES bytes (its suffix kept)."""
+    name = "".join(ch for ch in Path(filename).name if unicodedata.category(ch) not in ("Cc", "Cs")).strip()
+    stem, suffix = os.path.splitext(name)
+    if len(suffix.encode()) > 16:
+        stem, suffix = name, ""
+    stem = stem.encode()[: UPLOAD_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
+    return stem + suffix
 
 
 def _limit_threads(threads: int) -> None:
