@@ -35,7 +35,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_name(kind: str, name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise ConfigError(f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-' or '.'")
     return name
 
