@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -79,6 +80,10 @@ STATUS = {
 }
 #: room for the multipart framing and form fields around an upload when checking Content-Length
 MULTIPART_SLACK = 16 * 1024
+#: ids and offsets are SQLite integers (signed 64-bit): a larger number is request_invalid, not a 500
+MAX_INT = 2**63 - 1
+RowId = Annotated[int, PathParam(le=MAX_INT)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
 
 
 class HttpSettings(BaseSettings):
@@ -401,7 +406,7 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 AdminDep = Annotated[Caller, Depends(_admin)]
 
 
-def _media_reader(request: Request, name: str, media_id: int,
+def _media_reader(request: Request, name: str, media_id: RowId,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                   token: Annotated[str | None, Query(description="the signed token of a stream_url")] = None) -> str:
     """The tenant that may read a medium's bytes: the API key's, or the signed token's."""
@@ -469,7 +474,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     # -- media ---------------------------------------------------------------------------------------
     @router.get("/libraries/{name}/media", response_model=MediaPage, tags=["media"])
-    def list_media(name: str, who: CallerDep, offset: Annotated[int, Query(ge=0)] = 0,
+    def list_media(name: str, who: CallerDep, offset: Offset = 0,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> MediaPage:
         lib = svc.library(name, who.tenant)
         urls = links(who.tenant, name)
@@ -477,17 +482,17 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
                          total=lib.media.count(), offset=offset, limit=limit)
 
     @router.get("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
-    def get_medium(name: str, media_id: int, who: CallerDep) -> Medium:
+    def get_medium(name: str, media_id: RowId, who: CallerDep) -> Medium:
         return Medium.of(svc.medium(media_id, name, who.tenant), links(who.tenant, name))
 
     @router.patch("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
-    def update_medium(name: str, media_id: int, body: MediumPatch, who: CallerDep) -> Medium:
+    def update_medium(name: str, media_id: RowId, body: MediumPatch, who: CallerDep) -> Medium:
         return Medium.of(svc.update_medium(media_id, name, who.tenant, **body.model_dump()), links(who.tenant, name))
 
     @router.head("/libraries/{name}/media/{media_id}/file", include_in_schema=False)
     @router.get("/libraries/{name}/media/{media_id}/file", tags=["media"], response_class=FileResponse,
                 responses={206: {"description": "a byte range"}, 416: {"description": "range past the end"}})
-    def stream_medium(name: str, media_id: int, tenant: ReaderDep) -> FileResponse:
+    def stream_medium(name: str, media_id: RowId, tenant: ReaderDep) -> FileResponse:
         """The medium's file; ``Range: bytes=...`` gives 206 with that part, so players can seek."""
         record = svc.medium(media_id, name, tenant)
         path = _media_file(record)
@@ -496,7 +501,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     @router.get("/libraries/{name}/media/{media_id}/thumbnail", tags=["media"], response_class=Response,
                 responses={200: {"content": {"image/jpeg": {}}}})
-    def medium_thumbnail(name: str, media_id: int, tenant: ReaderDep,
+    def medium_thumbnail(name: str, media_id: RowId, tenant: ReaderDep,
                          t: Annotated[float, Query(ge=0, description="seconds into the video")] = 0.0,
                          width: Annotated[int, Query(ge=thumbnails.MIN_WIDTH, le=thumbnails.MAX_WIDTH)] = 320
                          ) -> FileResponse:
@@ -513,7 +518,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
         return resolve_under(path, svc.settings.media_roots)
 
     @router.delete("/libraries/{name}/media/{media_id}", status_code=204, tags=["media"])
-    def delete_medium(name: str, media_id: int, who: CallerDep) -> None:
+    def delete_medium(name: str, media_id: RowId, who: CallerDep) -> None:
         svc.delete_medium(media_id, name, who.tenant)
 
     @router.post("/libraries/{name}/media", response_model=JobsResponse, status_code=202, tags=["media"],
@@ -568,25 +573,25 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
     # -- jobs ----------------------------------------------------------------------------------------
     @router.get("/jobs", response_model=JobPage, tags=["jobs"])
     def list_jobs(who: CallerDep, library: str | None = None, status: JobStatus | None = None,
-                  offset: Annotated[int, Query(ge=0)] = 0,
+                  offset: Offset = 0,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobPage:
         """The tenant's ingestion jobs, newest first, with progress per step."""
         items, total = svc.jobs.list(who.tenant, library, status, offset, limit)
         return JobPage(items=items, total=total, offset=offset, limit=limit)
 
     @router.get("/jobs/{job_id}", response_model=Job, tags=["jobs"])
-    def get_job(job_id: int, who: CallerDep) -> Job:
+    def get_job(job_id: RowId, who: CallerDep) -> Job:
         return svc.jobs.get(job_id, who.tenant)
 
     @router.post("/jobs/{job_id}/cancel", response_model=Job, tags=["jobs"],
                  responses={409: {"model": ErrorResponse}})
-    def cancel_job(job_id: int, who: CallerDep) -> Job:
+    def cancel_job(job_id: RowId, who: CallerDep) -> Job:
         """A queued job stops at once; a running one within a second or so (its medium is not kept)."""
         return svc.jobs.cancel(job_id, who.tenant)
 
     @router.post("/jobs/{job_id}/retry", response_model=Job, tags=["jobs"],
                  responses={409: {"model": ErrorResponse}})
-    def retry_job(job_id: int, who: CallerDep) -> Job:
+    def retry_job(job_id: RowId, who: CallerDep) -> Job:
         """Queue a failed or cancelled job again."""
         return svc.jobs.retry(job_id, who.tenant)
 
