@@ -280,8 +280,8 @@ class MediumPatch(Strict):
 
 
 class RegisterPath(Strict):
-    #: a file or folder inside the server's media root (relative paths are taken from the media root)
-    path: str
+    #: a file or folder inside the server's media root (relative paths are taken from the media root; "." is all)
+    path: str = Field(min_length=1)
 
 
 class JobsResponse(BaseModel):
@@ -560,10 +560,17 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     def _register(path: str, library: str, tenant: str) -> list[Job]:
         root = svc.settings.media_root
-        target = (root / path).expanduser().resolve()
-        if not target.is_relative_to(root) or target.is_relative_to(svc.settings.data_dir):
+        try:
+            target = resolve_under(root / path, [root])  # media_invalid for a NUL byte or a symlink loop
+        except PathOutsideRoot:
+            raise PathOutsideRoot(f"{path}: not inside the media root") from None
+        if target.is_relative_to(svc.settings.data_dir):
             raise PathOutsideRoot(f"{path}: not inside the media root")
-        if not target.exists():
+        try:
+            found = target.exists()
+        except OSError as exc:  # a name too long for the file system
+            raise MediaError(f"{path}: {exc.strerror or exc}") from None
+        if not found:
             raise MediaError(f"{path}: no such file or folder under the media root")
         files = [f for f in expand([target]) if not f.resolve().is_relative_to(svc.settings.data_dir)]
         if not files:
