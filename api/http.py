@@ -331,7 +331,8 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
             413: "payload_too_large", 415: "content_type_unsupported"}.get(exc.status_code, "request_invalid")
-    return error_response(code, str(exc.detail), exc.status_code)
+    # a body that cannot be parsed (JSON nested too deep, not UTF-8, broken multipart) is Starlette's 400
+    return error_response(code, str(exc.detail), STATUS[code] if code == "request_invalid" else exc.status_code)
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
