@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import MalformedRangeHeader
 
 from zhaopian.indexer import thumbnails
 from zhaopian.indexer.ingest import expand, resolve_under
@@ -94,6 +95,18 @@ class HttpSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+class MediaFile(FileResponse):
+    """A medium's file with byte ranges. A Range header it cannot read (another unit, bad syntax) is
+    ignored and the whole file sent, as RFC 9110 section 14.2 allows (Starlette answered a plain-text 400)."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
 
 
 class IngestFailed(ZhaopianError):
@@ -497,7 +510,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
         """The medium's file; ``Range: bytes=...`` gives 206 with that part, so players can seek."""
         record = svc.medium(media_id, name, tenant)
         path = _media_file(record)
-        return FileResponse(path, filename=path.name, content_disposition_type="inline",
+        return MediaFile(path, filename=path.name, content_disposition_type="inline",
                             headers={"Cache-Control": "private, max-age=3600"})
 
     @router.get("/libraries/{name}/media/{media_id}/thumbnail", tags=["media"], response_class=Response,
