@@ -4,7 +4,7 @@
 import { api, enc, uploadFile } from './api.js';
 import { onLangChange, t } from './i18n.js';
 import { currentLibrary, emit, on, state } from './state.js';
-import { basename, errorMessage, h, icon, shortPath, toast } from './ui.js';
+import { errorMessage, h, icon, shortPath, toast, uploadedName } from './ui.js';
 
 const POLL_MS = 1000;
 const UPLOAD_CONCURRENCY = 2;
@@ -277,7 +277,7 @@ function updateRow(row, job) {
   row.dataset.status = job.status;
   const cell = (cls) => row.querySelector(`.${cls}`);
   cell('job-id').textContent = String(job.id);
-  cell('file-name').textContent = basename(job.path);
+  cell('file-name').textContent = uploadedName(job.path);
   const where = document.getElementById('jobs-all').checked ? `${job.library} · ${shortPath(job.path)}` : shortPath(job.path);
   cell('file-path').textContent = where;
   cell('file-path').title = job.path;

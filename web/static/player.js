@@ -62,7 +62,7 @@ export function openPlayer(item) {
   pathLine.textContent = shortPath(current.path, 4);
   pathLine.title = current.path || '';
   const range = document.getElementById('player-range');
-  range.textContent = isVideo ? t('player.segment', { range: fmtRange(current.start, current.end) }) : t('kind.image');
+  range.textContent = isVideo ? t('player.segment', { range: fmtRange(current.start, current.end) }) : t('card.image');
   setStatus('');
   renderMatches();
   if (isVideo) {

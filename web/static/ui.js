@@ -124,6 +124,12 @@ export function shortPath(path, keep = 3) {
   return parts.length > keep ? `…/${parts.slice(-keep).join('/')}` : String(path || '');
 }
 
+/** The name a file was uploaded with: the server keeps uploads as uploads/…/<16 hex digits>-<name>. */
+export function uploadedName(path) {
+  const name = basename(path);
+  return /[\\/]uploads[\\/]/.test(String(path || '')) ? name.replace(/^[0-9a-f]{16}-(?=.)/, '') : name;
+}
+
 export function basename(path) {
   return String(path || '').split(/[\\/]/).filter(Boolean).pop() || String(path || '');
 }
