@@ -368,9 +368,7 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
 
     app = FastAPI(title="zhaopian", version=_version(), lifespan=lifespan,
                   description="Find the exact clip in your videos by what you remember.",
-                  responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-                  # a body sent without Content-Length is cut off here, before it fills the disk
-                  max_body_size=limit + MULTIPART_SLACK)
+                  responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
     app.add_exception_handler(ZhaopianError, _product_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
