@@ -9,12 +9,12 @@ Library: the visual route (the tests' colour encoder, so a worker starts fast) p
 1. queue the files that are not indexed yet (idempotent: queued or done files give their job);
 2. start ``zhaopian worker --drain`` and, in one round of three each, a process deleting two media
    or ``zhaopian library compact`` (rebuilding every index of the library);
-3. once the worker runs a job, after a random 0.1-3 s, SIGKILL them (what was under way is recorded);
+3. once the worker runs a job, after a random 0.1-12 s (about one narrated clip's ingest), SIGKILL them (what was under way is recorded);
 4. check: every SQLite file passes ``integrity_check``; ``zhaopian doctor`` (no repair) finds
    nothing; no two ready media share a path or content; every medium whose job is done is ready
    (unless a deleter was told to delete it) and is found first by a search for its title.
 
-    python bench/kill_loop.py                   # 20 rounds, ~4 min on 2 cores
+    python bench/kill_loop.py                   # 20 rounds, ~6 min on 2 cores
     python bench/kill_loop.py --rounds 50 --json kills.json
 """
 
@@ -78,13 +78,15 @@ def make_media(folder: Path, narrated: int, colours: int, seed: int) -> list[Pat
 
 
 def wait_running(jobs_db: Path, worker: subprocess.Popen, timeout: float = 60.0) -> bool:
-    """Wait until the worker has claimed a job (or exited); whether it has."""
+    """Wait until this worker process has claimed a job (or exited); whether it has. (A job the previous
+    round's killed worker held still says running until the next claim puts it back in the queue.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and worker.poll() is None:
         try:
             conn = sqlite3.connect(f"file:{jobs_db}?mode=ro", uri=True, timeout=5)
             try:
-                if conn.execute("SELECT 1 FROM jobs WHERE status='running'").fetchone():
+                if conn.execute("SELECT 1 FROM jobs WHERE status='running' AND worker LIKE ?",
+                                (f"%:{worker.pid}",)).fetchone():
                     return True
             finally:
                 conn.close()
@@ -94,12 +96,13 @@ def wait_running(jobs_db: Path, worker: subprocess.Popen, timeout: float = 60.0)
     return False
 
 
-def ingest_state(data: Path) -> str:
+def ingest_state(data: Path, worker: subprocess.Popen) -> str:
     """What was under way at the moment of a kill: the running job's progress, media mid-index or mid-delete."""
     parts = []
     try:
         conn = sqlite3.connect(f"file:{data / 'jobs.sqlite'}?mode=ro", uri=True, timeout=5)
-        row = conn.execute("SELECT progress FROM jobs WHERE status='running'").fetchone()
+        row = conn.execute("SELECT progress FROM jobs WHERE status='running' AND worker LIKE ?",
+                           (f"%:{worker.pid}",)).fetchone()
         conn.close()
         if row:
             parts.append(f"job at {row[0]:.0%}")
@@ -188,9 +191,9 @@ def main() -> None:
                                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # kill while a job runs (not while the worker is still starting), after a random moment
             running = wait_running(data / "jobs.sqlite", procs["worker"])
-            delay = rng.uniform(0.1, 3.0)
+            delay = rng.uniform(0.1, 12.0)
             time.sleep(delay)
-            state = ingest_state(data)
+            state = ingest_state(data, procs["worker"])
             killed = []
             for name, proc in procs.items():
                 if proc.poll() is None:
