@@ -606,8 +606,10 @@ def test_key_leaves_the_address_and_sign_in_checks_a_pasted_key(browser, server,
         page.wait_for_function("document.getElementById('tenant').textContent.length > 0")
         assert "key=" not in page.url and page.evaluate("localStorage.getItem('zhaopian.key')") == server.key
 
+        search(page, "一只猫")
         page.click("#sign-out")
         assert page.locator("#signin").is_visible()
+        assert page.locator("#results .card").count() == 0  # nothing of the signed-out session stays
         assert page.evaluate("localStorage.getItem('zhaopian.key')") is None
         page.keyboard.press("Escape")  # no way around signing in
         assert page.locator("#signin").is_visible()

@@ -6,7 +6,7 @@ import { applyI18n, getLang, onLangChange, setLang, t } from './i18n.js';
 import { hideIngest, initIngest, resetIngest, showIngest, startJobs, uploadFiles } from './ingest.js';
 import { hideMedia, initMedia, showMedia } from './media.js';
 import { initPlayer } from './player.js';
-import { focusSearch, initSearch, ROUTES, useImage } from './search.js';
+import { focusSearch, initSearch, resetSearch, ROUTES, useImage } from './search.js';
 import { on, selectLibrary, setLibraries, state } from './state.js';
 import { confirmDialog, errorMessage, h, toast } from './ui.js';
 
@@ -197,6 +197,7 @@ function signOut() {
   state.me = null;
   setLibraries([]);
   resetIngest();
+  resetSearch();
   toast(t('auth.signed_out'), 'info');
   signIn('');
 }

@@ -81,6 +81,22 @@ export function initSearch() {
   renderEmpty();
 }
 
+/** Forget the shown results and the query image (at sign-out). */
+export function resetSearch() {
+  if (searching) searching.abort();
+  stopPreview();
+  lastResponse = null;
+  lastError = null;
+  if (queryImage) URL.revokeObjectURL(queryImage.url);
+  queryImage = null;
+  renderImageChip();
+  input.value = '';
+  grid.replaceChildren();
+  document.getElementById('results-meta').replaceChildren();
+  document.getElementById('results-notes').replaceChildren();
+  renderEmpty();
+}
+
 export function focusSearch() {
   input.focus();
   input.select();
