@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from zhaopian.search.catalog import MediaCatalog
 from zhaopian.search.stores.text import TextIndex
 from zhaopian.search.stores.vectors import VectorStoreConfig
-from zhaopian.search.types import Frame, Hit, MediaInfo, Query, Segment
+from zhaopian.search.types import CopySpan, Frame, Hit, MediaInfo, Query, Segment
 
 __all__ = ["Module", "ModuleConfig", "ModuleContext", "Query"]
 
@@ -108,6 +108,11 @@ class Module(ABC):
     def compact(self) -> None:
         """Rebuild the module's own stores from what they hold (``zhaopian library compact``), then
         persist them crash-safely like ``flush``."""
+
+    def copies(self, media_id: int) -> list[CopySpan]:
+        """Spans this medium shares with other media of the library (near-duplicates, partial copies),
+        as far as this module knows; most modules know none. The core reports them when it adds a medium."""
+        return []
 
     def reload(self) -> None:
         """Another process (a worker) changed the library: drop stores cached in memory that are now stale.

@@ -74,6 +74,41 @@ class Segment(BaseModel):
         return self.media_id == other.media_id and self.start <= other.end + gap and other.start <= self.end + gap
 
 
+class CopySpan(BaseModel):
+    """A span of a medium (or of a clip being checked) showing the same pictures as a span of another
+    medium: a near-duplicate or a partial copy (found by the ``dna`` module)."""
+
+    #: the other medium, and the span of it that matches
+    media_id: int
+    start: float
+    end: float
+    #: the span of this medium (or clip) that matches it
+    query_start: float
+    query_end: float
+    #: 0..1: the share of the span's frames that match, times how closely
+    score: float
+    #: the other medium's time = speed × this one's + offset (speed ≠ 1: a sped-up or slowed-down copy)
+    speed: float = 1.0
+    offset: float = 0.0
+    #: duplicate: both (nearly) whole; part_of: this one lies within the other; contains: the other lies
+    #: within this one; overlap: they share a part
+    relation: Literal["duplicate", "part_of", "contains", "overlap"] = "overlap"
+
+    def describe(self) -> str:
+        """``copy of medium 3 00:12-00:40 ↔ 00:00-00:28 (part of it, score 0.93)``."""
+        how = {"duplicate": "duplicate", "part_of": "part of it", "contains": "contains all of it",
+               "overlap": "shares a part"}[self.relation]
+        speed = f", at ×{self.speed:.2f} its speed" if abs(self.speed - 1) >= 0.015 else ""
+        return (f"copy of medium {self.media_id} {_clock(self.start)}-{_clock(self.end)} ↔ "
+                f"{_clock(self.query_start)}-{_clock(self.query_end)} ({how}, score {self.score:.2f}{speed})")
+
+
+def _clock(seconds: float) -> str:
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
 class QueryFilters(BaseModel):
     """Restrictions on which media a query may return (all given ones must hold)."""
 
