@@ -23,7 +23,7 @@ from typing import Literal
 
 from zhaopian.search.errors import MediaError, PathOutsideRoot, ZhaopianError
 from zhaopian.search.library import Library
-from zhaopian.search.types import Frame, MediaInfo
+from zhaopian.search.types import CopySpan, Frame, MediaInfo
 
 from . import decode
 
@@ -42,6 +42,8 @@ class IngestResult:
     frames: int = 0
     units: int = 0
     duration: float = 0.0
+    #: spans the new medium shares with media already in the library (near-duplicates, partial copies)
+    copies: list[CopySpan] = field(default_factory=list)
 
 
 @dataclass
@@ -261,7 +263,9 @@ class Ingestor:
         if previous is not None:
             self._replaced.append(previous.id)
         status = "replaced" if previous is not None else "indexed"
-        return IngestResult(str(real), status, media_id, frames=frames, units=units, duration=probe.duration)
+        copies = [span for module in modules.values() for span in module.copies(media_id)]
+        return IngestResult(str(real), status, media_id, frames=frames, units=units, duration=probe.duration,
+                            copies=copies)
 
     def _step(self, step: str, fraction: float) -> None:
         if self.on_step is not None:
