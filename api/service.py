@@ -41,7 +41,7 @@ from zhaopian.search.rerank import RerankConfig
 from zhaopian.search.rewrite import RewriteConfig, create_rewriter
 from zhaopian.search.stores.text import TextIndexLocation, create_text_index
 from zhaopian.search.stores.vectors import drop_vector_store
-from zhaopian.search.types import Match, ParsedQuery, Query
+from zhaopian.search.types import CopySpan, Match, ParsedQuery, Query
 
 from .settings import Settings
 
@@ -230,6 +230,14 @@ class Service:
 
     def medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None) -> MediaRecord:
         return self.library(library, tenant).media.get(media_id)
+
+    def copies(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None) -> list[CopySpan]:
+        """Spans a medium shares with other media of its library (near-duplicates, partial copies), as its
+        modules found them (the dna module, when the library has it)."""
+        lib = self.library(library, tenant)
+        lib.refresh()  # what workers indexed meanwhile
+        lib.media.get(media_id)  # NotFound for an unknown id
+        return [span for module in lib.modules.values() for span in module.copies(media_id)]
 
     def update_medium(self, media_id: int, library: str = DEFAULT_LIBRARY, tenant: str | None = None,
                       **fields: Any) -> MediaRecord:
