@@ -9,7 +9,12 @@ Every error is ``{"error": {"code": ..., "message": ...}}`` with a stable code:
     request_invalid 422, config_invalid 422, query_invalid 422, media_invalid 422, io_error 422,
     unauthorized 401, forbidden 403, path_outside_media_root 403, not_found 404,
     method_not_allowed 405, already_exists 409, job_conflict 409, payload_too_large 413,
-    content_type_unsupported 415, model_unavailable 503, store_unavailable 503, internal 500
+    content_type_unsupported 415, rate_limited 429, model_unavailable 503, store_unavailable 503,
+    internal 500
+
+Each API key may make ``ZHAOPIAN_RATE_LIMIT`` requests per second (bursts of ``ZHAOPIAN_RATE_BURST``);
+past that the answer is 429 ``rate_limited`` with ``Retry-After`` (api/ratelimit.py). Security headers,
+CORS (off unless ``ZHAOPIAN_CORS_ORIGINS`` lists origins) and the body limit: api/security.py.
 
 Media files and thumbnails are also reachable without the header through the signed
 ``stream_url`` and ``thumbnail_url`` that media and search results carry (for ``<video src>``).
@@ -21,6 +26,9 @@ the ones ``zhaopian serve`` starts). ``?wait=true`` runs them in the request and
 Settings (environment, prefix ``ZHAOPIAN_``):
 
     ZHAOPIAN_MAX_UPLOAD_MB   largest accepted upload (media or query image), in MiB (1024)
+    ZHAOPIAN_RATE_LIMIT      requests per second per API key, 0 = no limit (20)
+    ZHAOPIAN_RATE_BURST      requests a key may make at once (40)
+    ZHAOPIAN_CORS_ORIGINS    origins allowed to call the API from a browser, comma-separated (none)
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ from zhaopian.search.rerank import RerankConfig
 
 from .auth import Caller, Forbidden, authenticate, create_key
 from .http_faces import people_routes
+from .ratelimit import RateLimiter
+from .security import BodyLimitMiddleware, secure
 from .service import DEFAULT_MODULES, Result, SearchResponse, Service
 from .signing import MediaSigner
 from .web import mount_ui
@@ -76,7 +86,7 @@ STATUS = {
     "request_invalid": 422, "config_invalid": 422, "query_invalid": 422, "media_invalid": 422, "io_error": 422,
     "unauthorized": 401, "forbidden": 403, "path_outside_media_root": 403, "not_found": 404,
     "method_not_allowed": 405, "already_exists": 409, "job_conflict": 409, "payload_too_large": 413,
-    "content_type_unsupported": 415,
+    "content_type_unsupported": 415, "rate_limited": 429,
     "model_unavailable": 503, "store_unavailable": 503, "internal": 500,
 }
 #: room for the multipart framing and form fields around an upload when checking Content-Length
@@ -354,8 +364,10 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 # -- the app ---------------------------------------------------------------------------------------
-def create_app(service: Service | None = None, max_upload_bytes: int | None = None) -> FastAPI:
-    """The API over ``service`` (by default one built from the environment, closed at shutdown)."""
+def create_app(service: Service | None = None, max_upload_bytes: int | None = None,
+               rate_limiter: RateLimiter | None = None) -> FastAPI:
+    """The API over ``service`` (by default one built from the environment, closed at shutdown);
+    ``rate_limiter`` defaults to one from ZHAOPIAN_RATE_LIMIT and ZHAOPIAN_RATE_BURST."""
     owned = service is None
     svc = service or Service()
     limit = max_upload_bytes or HttpSettings().max_upload_bytes
@@ -379,6 +391,8 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
         access.addFilter(RedactTokens())
     app.state.signer = signer = MediaSigner.for_data_dir(svc.settings.data_dir)
 
+    app.add_middleware(BodyLimitMiddleware, limit=limit + MULTIPART_SLACK)  # bodies without Content-Length
+
     @app.middleware("http")
     async def refuse_large_bodies(request: Request,
                                   call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -391,6 +405,7 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
 
     app.include_router(_routes(svc, limit, signer), prefix="/v1")
     mount_ui(app)
+    secure(app, rate_limiter)  # api/security.py: security headers, CORS, rate limits
     return app
 
 
