@@ -27,7 +27,7 @@ from rich.text import Text
 from zhaopian.indexer.ingest import resolve_under
 from zhaopian.indexer.jobs import Job
 from zhaopian.modules.visual.encoders.base import EncoderConfig
-from zhaopian.search.errors import ConfigError, ZhaopianError
+from zhaopian.search.errors import ConfigError, NotFound, ZhaopianError
 
 from .service import DEFAULT_LIBRARY, DEFAULT_MODULES, Result, Service
 from .settings import Settings
@@ -200,11 +200,23 @@ def index(
                 err.print(f"error[{code}]: {message}", markup=False, highlight=False)
             else:
                 out.print(f"{job.outcome}: {job.path} (medium {job.media_id})", markup=False, highlight=False)
+                if job.outcome != "duplicate":
+                    _print_copies(svc, job)
         out.print(f"{len(finished) - failed} of {len(finished)} files ok", highlight=False)
         if failed:
             raise typer.Exit(1)
 
     run(body)
+
+
+def _print_copies(svc: Service, job: Job) -> None:
+    """The spans a newly indexed medium shares with other media (found in libraries with the dna module)."""
+    try:
+        spans = svc.copies(job.media_id, job.library, job.tenant) if job.media_id is not None else []
+    except NotFound:  # deleted meanwhile
+        return
+    for span in spans:
+        out.print(f"  {span.describe()}", markup=False, highlight=False)
 
 
 class _JobBars:
@@ -708,6 +720,11 @@ def _matches(result: Result, q) -> bool:
 from .cli_faces import faces_app
 
 app.add_typer(faces_app, name="faces")
+
+# -- dna: zhaopian dna check/copies (api/cli_dna.py, built on the helpers above)
+from .cli_dna import dna_app
+
+app.add_typer(dna_app, name="dna")
 
 
 if __name__ == "__main__":  # pragma: no cover
