@@ -216,7 +216,8 @@ class Service:
         with os.fdopen(fd, "wb") as fh:
             shutil.copyfileobj(source, fh)
         digest = sha256_file(Path(tmp))
-        target = folder / f"{digest[:16]}-{name}"
+        target = folder / digest[:16] / name  # the file keeps its name: it becomes the medium's title
+        target.parent.mkdir(exist_ok=True)
         if target.is_file() and target.stat().st_size == os.stat(tmp).st_size:
             os.unlink(tmp)  # the same bytes under the same name: the same file, so the same job
         else:
