@@ -60,9 +60,14 @@ for media_id in random.sample(ids, min(2, len(ids))):
 
 
 def make_media(folder: Path, narrated: int, colours: int, seed: int) -> list[Path]:
+    """Short colour clips first (quick jobs: kills land in writes and flushes too), then narrated copies."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     files = []
+    palette = [RED, GREEN, BLUE, YELLOW]
+    for i in range(colours):
+        shots = [(rng.choice(palette), rng.uniform(1, 4)) for _ in range(rng.randint(2, 4))]
+        files.append(write_video(folder / f"colour{i}.mp4", shots))
     source = ROOT / "tests" / "data" / "narrated.mp4"
     for i in range(narrated):
         path = folder / f"narrated{i}.mp4"
@@ -70,10 +75,6 @@ def make_media(folder: Path, narrated: int, colours: int, seed: int) -> list[Pat
         with open(path, "ab") as fh:  # other bytes, same pictures: a different medium
             fh.write(os.urandom(16))
         files.append(path)
-    palette = [RED, GREEN, BLUE, YELLOW]
-    for i in range(colours):
-        shots = [(rng.choice(palette), rng.uniform(1, 4)) for _ in range(rng.randint(2, 4))]
-        files.append(write_video(folder / f"colour{i}.mp4", shots))
     return files
 
 
