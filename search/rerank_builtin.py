@@ -10,11 +10,17 @@ No extra model. For each candidate segment of a video:
    Ingestion saw one frame per second, merged into clips whose vector is a mean; this sees
    four, one by one.
 2. **Re-score by the best frames:** the mean similarity of the ``top_frames`` best frames.
-3. **Tighten.** A segment the visual route found becomes the run of frames around the best
-   one whose similarity is at least ``best - tighten × (best - worst)`` over the window (dips
-   shorter than ``gap`` seconds are bridged), plus one frame step. A segment a text route
-   found (words on screen, words said, labels) keeps the span of the units that matched.
-   With both, the span covers both. Whole-medium (metadata) matches and stills keep theirs.
+3. **Fit the span** to the evidence, the most exact first:
+
+   * words on screen or said (the ``span_routes``, ``ocr`` and ``asr``): the matched lines and
+     sentences (those scoring at least half the route's best match); speech is timed to the
+     word, on-screen lines to the frames OCR read;
+   * else, for a segment the visual route found, the run of frames around the best one whose
+     similarity is at least ``best - tighten × (best - worst)`` over the window (dips shorter
+     than ``gap`` seconds are bridged), plus one frame step;
+   * else other time-stamped matches (``labels``' runs).
+
+   Whole-medium (metadata) matches and stills keep theirs.
 4. **Order.** The candidates are fused again by the library's fusion rule (RRF or blend, its
    weights), each route ranking the candidates it found by its own score, except that the
    visual route now ranks *every* candidate by the best-frame score. A segment found by
@@ -27,15 +33,17 @@ away from it (说 / says, 字幕 / text on screen): then only the spans of text 
 and the order stays the fused one.
 
 Frame vectors (every space of the encoder) are cached per (medium content, time) on the
-grid: the next query over the same segments, or overlapping ones, encodes nothing again. Cost per candidate with
-the bundled encoder: about 30-60 ms of CPU per new frame (see docs/benchmarks.md, "Reranker").
+grid: the next query over the same segments, or overlapping ones, encodes nothing again. A
+new frame costs one decode and one encoder pass (the bundled encoder: tens of milliseconds of
+CPU), so a first query over unseen footage is the expensive one (docs/benchmarks.md, "Reranker").
+``tighten`` 0.3 and ``top_frames`` 5 were chosen on the demo's labelled queries (bench/rerank.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -44,8 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .rerank import Candidate, Deadline, Judgement, Reranker, RerankQuery, RerankTimeout
 from .rerank_frames import decode_at, grid_times
 
-#: routes whose matches are not moments (a title or tag is about the whole medium)
-_WHOLE_MEDIUM_ROUTES = {"meta"}
+#: routes whose matches are not moments of their own: metadata is about the whole medium; visual has none
+_NOT_MOMENTS = {"meta", "visual"}
 
 
 class BuiltinOptions(BaseModel):
@@ -59,12 +67,14 @@ class BuiltinOptions(BaseModel):
     max_frames: int = Field(default=16, ge=1, le=1000)
     #: frames are decoded with their longer side at most this (the encoder resizes them anyway)
     max_side: int = Field(default=320, ge=32, le=4096)
-    #: the score: mean similarity of this many best frames
-    top_frames: int = Field(default=3, ge=1, le=100)
+    #: the score: mean similarity of this many best frames (5 at 4 frames/s: a match must last about a second)
+    top_frames: int = Field(default=5, ge=1, le=100)
     #: a frame belongs to the match when its similarity is within tighten × (best - worst) of the best
-    tighten: float = Field(default=0.5, ge=0, le=1)
+    tighten: float = Field(default=0.3, ge=0, le=1)
     #: seconds of lower similarity bridged inside a match
     gap: float = Field(default=0.5, ge=0, le=10)
+    #: routes whose matched units are timed exactly (lines on screen, spoken sentences): they set the span
+    span_routes: list[str] = Field(default_factory=lambda: ["ocr", "asr"])
     #: frames whose vectors are kept in memory (per medium content and time; every space the encoder has)
     frame_cache: int = Field(default=5000, ge=0, le=1_000_000)
 
@@ -118,13 +128,26 @@ def _run(times: list[float], sims: np.ndarray, tighten: float, gap: float) -> tu
     return first, last
 
 
-def _text_span(candidate: Candidate) -> tuple[float, float] | None:
-    """The hull of the time-stamped matches of the text routes (on-screen text, speech, labels)."""
-    spans = [(m.start, m.end) for m in candidate.segment.matches
-             if m.route not in _WHOLE_MEDIUM_ROUTES and m.route != "visual" and m.end >= m.start]
-    if not spans:
+def _match_span(candidate: Candidate, routes: Callable[[str], bool]) -> tuple[float, float] | None:
+    """The hull of the segment's time-stamped matches of these routes that score at least half their
+    route's best match."""
+    matches = [m for m in candidate.segment.matches if routes(m.route) and m.end >= m.start]
+    if not matches:
         return None
-    return min(s for s, _ in spans), max(e for _, e in spans)
+    best: dict[str, float] = {}
+    for m in matches:
+        best[m.route] = max(best.get(m.route, m.score), m.score)
+    strong = [m for m in matches if m.score >= 0.5 * best[m.route]]
+    return min(m.start for m in strong), max(m.end for m in strong)
+
+
+def _thumbnail(seg, times: list[float], sims: np.ndarray, start: float | None, end: float | None) -> float | None:
+    """The best-matching frame inside the (new) span; None keeps the segment's own thumbnail."""
+    lo, hi = (seg.start, seg.end) if start is None else (start, end)
+    inside = [i for i, t in enumerate(times) if lo - 1e-6 <= t <= hi + 1e-6]
+    if not inside:
+        return None if lo <= seg.thumbnail_time <= hi else lo
+    return times[max(inside, key=lambda i: sims[i])]
 
 
 class BuiltinReranker(Reranker):
@@ -177,9 +200,11 @@ class BuiltinReranker(Reranker):
             if deadline.expired:
                 raise RerankTimeout()
             seg = c.segment
-            text_span = _text_span(c)
+            fits = c.kind != "image" and not seg.whole_medium
+            said = _match_span(c, lambda r: r in o.span_routes) if fits else None
+            other = _match_span(c, lambda r: r not in o.span_routes and r not in _NOT_MOMENTS) if fits else None
             if visual is None:
-                start, end = text_span if text_span and not seg.whole_medium else (None, None)
+                start, end = said or other or (None, None)
                 yield index, Judgement(score=0.0, start=start, end=end)
                 continue
             if c.kind == "image":
@@ -192,21 +217,14 @@ class BuiltinReranker(Reranker):
             sims = vectors @ np.asarray(module_query.vector, dtype=np.float32)
             top = np.sort(sims)[::-1][: o.top_frames]
             score = float(top.mean())
-            best = int(np.argmax(sims))
-            start = end = None
-            if c.kind != "image" and not seg.whole_medium:
-                spans = []
-                if "visual" in seg.routes:
-                    first, last = _run(times, sims, o.tighten, o.gap)
-                    step = 1.0 / o.fps
-                    spans.append((times[first], min(times[last] + step, c.duration or times[last] + step)))
-                if text_span is not None:
-                    spans.append(text_span)
-                if spans:
-                    start, end = min(s for s, _ in spans), max(e for _, e in spans)
-            yield index, Judgement(score=score, start=start, end=end,
-                                   thumbnail_time=times[best] if "visual" in seg.routes and c.kind != "image" else None,
-                                   detail=(("visual", score),))
+            start, end = said or (None, None)
+            if fits and said is None and "visual" in seg.routes:
+                first, last = _run(times, sims, o.tighten, o.gap)
+                start, end = times[first], min(times[last] + 1.0 / o.fps, c.duration or times[last] + 1.0 / o.fps)
+            elif fits and said is None and other is not None:
+                start, end = other
+            yield index, Judgement(score=score, start=start, end=end, thumbnail_time=_thumbnail(seg, times, sims, start, end)
+                                   if fits else None, detail=(("visual", score),))
 
     def order(self, query: RerankQuery, candidates: list[Candidate], judgements: list[Judgement]) -> list[float]:
         """The library's fusion rule over the candidates, the visual route ranking all of them by their best frames."""
