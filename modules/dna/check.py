@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from zhaopian.search.errors import ConfigError, NotFound, ZhaopianError
+from zhaopian.search.errors import ConfigError, MediaError, NotFound, ZhaopianError
 from zhaopian.search.library import Library
 from zhaopian.search.segments import merge_hits
 from zhaopian.search.types import CopySpan
@@ -65,9 +65,17 @@ def dna_module(library: Library) -> DnaModule:
 
 
 def check_file(library: Library, path: Path, name: str | None = None) -> CheckReport:
-    """The indexed media that contain (part of) the video or image at ``path``."""
-    module = dna_module(library)
+    """The indexed media that contain (part of) the video or image at ``path`` (called ``name`` in messages:
+    an upload's own name, not where the server keeps it)."""
     name = name or str(path)
+    try:
+        return _check(library, Path(path), name)
+    except MediaError as exc:
+        raise MediaError(exc.message.replace(str(path), name)) from exc
+
+
+def _check(library: Library, path: Path, name: str) -> CheckReport:
+    module = dna_module(library)
     library.refresh()  # what workers indexed meanwhile
     t0 = time.perf_counter()
     minimum = module.config.min_seconds
