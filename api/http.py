@@ -6,7 +6,8 @@ Admin keys may also create tenants and keys.
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a stable code:
 
-    request_invalid 422, config_invalid 422, query_invalid 422, media_invalid 422, io_error 422,
+    request_invalid 422, config_invalid 422, query_invalid 422, media_invalid 422, media_too_short 422,
+    io_error 422,
     unauthorized 401, forbidden 403, path_outside_media_root 403, not_found 404,
     method_not_allowed 405, already_exists 409, job_conflict 409, payload_too_large 413,
     content_type_unsupported 415, rate_limited 429, model_unavailable 503, store_unavailable 503,
@@ -59,8 +60,10 @@ from zhaopian.indexer.jobs import Job, JobStatus
 from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
 from zhaopian.search.errors import AlreadyExists, MediaError, NotFound, PathOutsideRoot, ZhaopianError
 from zhaopian.search.rerank import RerankConfig
+from zhaopian.search.types import CopySpan
 
 from .auth import Caller, Forbidden, authenticate, create_key
+from .http_dna import dna_routes
 from .http_faces import people_routes
 from .ratelimit import RateLimiter
 from .security import BodyLimitMiddleware, secure
@@ -84,6 +87,7 @@ class RedactTokens(logging.Filter):
 
 STATUS = {
     "request_invalid": 422, "config_invalid": 422, "query_invalid": 422, "media_invalid": 422, "io_error": 422,
+    "media_too_short": 422,
     "unauthorized": 401, "forbidden": 403, "path_outside_media_root": 403, "not_found": 404,
     "method_not_allowed": 405, "already_exists": 409, "job_conflict": 409, "payload_too_large": 413,
     "content_type_unsupported": 415, "rate_limited": 429,
@@ -251,6 +255,8 @@ class Medium(BaseModel):
     #: the file (HTTP range requests work) and a thumbnail, as signed URLs that need no API key
     stream_url: str
     thumbnail_url: str
+    #: GET of one medium: the spans it shares with the library's other media (libraries with the dna module)
+    copies: list[CopySpan] = Field(default_factory=list)
 
     @classmethod
     def of(cls, record: MediaRecord, links: MediaLinks) -> Medium:
@@ -512,7 +518,8 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
 
     @router.get("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
     def get_medium(name: str, media_id: RowId, who: CallerDep) -> Medium:
-        return Medium.of(svc.medium(media_id, name, who.tenant), links(who.tenant, name))
+        medium = Medium.of(svc.medium(media_id, name, who.tenant), links(who.tenant, name))
+        return medium.model_copy(update={"copies": svc.copies(media_id, name, who.tenant)})
 
     @router.patch("/libraries/{name}/media/{media_id}", response_model=Medium, tags=["media"])
     def update_medium(name: str, media_id: RowId, body: MediumPatch, who: CallerDep) -> Medium:
@@ -657,6 +664,7 @@ def _routes(svc: Service, limit: int, signer: MediaSigner) -> APIRouter:
                           who.tenant)
 
     router.include_router(people_routes(svc, CallerDep, check_size))  # api/http_faces.py
+    router.include_router(dna_routes(svc, CallerDep, check_size))  # api/http_dna.py
     return router
 
 
