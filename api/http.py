@@ -48,7 +48,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -58,7 +67,7 @@ from zhaopian.indexer import thumbnails
 from zhaopian.indexer.ingest import expand, resolve_under
 from zhaopian.indexer.jobs import Job, JobStatus
 from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
-from zhaopian.search.errors import AlreadyExists, MediaError, NotFound, PathOutsideRoot, ZhaopianError
+from zhaopian.search.errors import AlreadyExists, ConfigError, MediaError, NotFound, PathOutsideRoot, ZhaopianError
 from zhaopian.search.rerank import RerankConfig
 from zhaopian.search.types import CopySpan
 
@@ -214,6 +223,16 @@ class LibraryOptions(Strict):
     #: the reranker after fusion: a spec ('builtin', 'vlm:<model>', 'endpoint') or a full config
     rerank: RerankConfig | str | None = None
 
+    @field_validator("rerank", mode="wrap")
+    @classmethod
+    def _rerank_config(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """RerankConfig refuses an unknown backend with ConfigError: keep it a validation error (still
+        answered as config_invalid) so the model raises nothing but ValidationError."""
+        try:
+            return handler(value)
+        except ConfigError as exc:
+            raise PydanticCustomError("config_invalid", "{message}", {"message": exc.message}) from None
+
 
 class LibraryCreate(Strict):
     name: str
@@ -353,7 +372,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         return error_response("request_invalid", "invalid request")
     first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
-    return error_response("request_invalid", f"{where}: {first.get('msg', 'invalid')}" if where else first["msg"])
+    code = "config_invalid" if first.get("type") == "config_invalid" else "request_invalid"
+    return error_response(code, f"{where}: {first.get('msg', 'invalid')}" if where else first["msg"])
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
