@@ -179,23 +179,49 @@ class BuiltinReranker(Reranker):
             return None, None
         return visual, module_query
 
-    def _frame_vectors(self, visual, space: str, c: Candidate, times: list[float], deadline: Deadline) -> np.ndarray:
-        keys = [(c.sha256, round(t * 1000)) for t in times]
-        found = [self.frames.get(k) for k in keys]
-        missing = [i for i, v in enumerate(found) if v is None or space not in v]
-        if missing:
-            images = decode_at(c.path, c.kind, [times[i] for i in missing], max_side=self.options.max_side)
+    def _times(self, c: Candidate) -> list[float]:
+        o = self.options
+        if c.kind == "image":
+            return [0.0]
+        if c.segment.whole_medium:
+            return grid_times(0.0, c.duration, o.fps, o.max_frames, c.duration)
+        return grid_times(c.segment.start - o.margin, c.segment.end + o.margin, o.fps, o.max_frames, c.duration)
+
+    def _look(self, visual, space: str, candidates: list[Candidate], times_of: list[list[float]],
+              deadline: Deadline) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+        """Frame vectors for every candidate's times: from the cache, else decoded (one pass per medium,
+        in the candidates' order) and encoded."""
+        seen: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        needed: dict[str, tuple[Candidate, set[float]]] = {}
+        for c, times in zip(candidates, times_of):
+            for t in times:
+                key = (c.sha256, round(t * 1000))
+                if key in seen:
+                    continue
+                cached = self.frames.get(key)
+                if cached is not None and space in cached:
+                    seen[key] = cached
+                else:
+                    needed.setdefault(c.sha256, (c, set()))[1].add(t)
+        for sha, (c, wanted) in needed.items():
+            if deadline.expired:
+                raise RerankTimeout()
+            times = sorted(wanted)
+            images = decode_at(c.path, c.kind, times, max_side=self.options.max_side)
             if deadline.expired:
                 raise RerankTimeout()
             vectors = visual.encoder.encode_images(images)  # every space: the next image query reuses them
-            for k, i in enumerate(missing):
-                found[i] = {name: v[k] for name, v in vectors.items()}
-                self.frames.put(keys[i], found[i])
-        return np.stack([f[space] for f in found])
+            for k, t in enumerate(times):
+                seen[(sha, round(t * 1000))] = {name: v[k] for name, v in vectors.items()}
+                self.frames.put((sha, round(t * 1000)), seen[(sha, round(t * 1000))])
+        return seen
 
     def judge(self, query: RerankQuery, candidates: list[Candidate], deadline: Deadline) -> Iterator[tuple[int, Judgement]]:
         visual, module_query = self._visual(query)
         o = self.options
+        if visual is not None:
+            times_of = [self._times(c) for c in candidates]
+            seen = self._look(visual, module_query.space, candidates, times_of, deadline)
         for index, c in enumerate(candidates):
             if deadline.expired:
                 raise RerankTimeout()
@@ -207,13 +233,8 @@ class BuiltinReranker(Reranker):
                 start, end = said or other or (None, None)
                 yield index, Judgement(score=0.0, start=start, end=end)
                 continue
-            if c.kind == "image":
-                times = [0.0]
-            elif seg.whole_medium:
-                times = grid_times(0.0, c.duration, o.fps, o.max_frames, c.duration)
-            else:
-                times = grid_times(seg.start - o.margin, seg.end + o.margin, o.fps, o.max_frames, c.duration)
-            vectors = self._frame_vectors(visual, module_query.space, c, times, deadline)
+            times = times_of[index]
+            vectors = np.stack([seen[(c.sha256, round(t * 1000))][module_query.space] for t in times])
             sims = vectors @ np.asarray(module_query.vector, dtype=np.float32)
             top = np.sort(sims)[::-1][: o.top_frames]
             score = float(top.mean())

@@ -228,10 +228,9 @@ def _decode_sorted(container, stream, origin: float, wanted: list[float], slots:
                 j += 1
 
 
-def sample_clip(path: Path | str, kind: str, start: float, end: float, duration: float, plan: FramePlan,
-                source_size: tuple[int, int]) -> ClipFrames:
-    """A segment's frames for a VLM: ``plan``'s times over [start, end] and size from ``source_size``
-    (the medium's height, width)."""
+def plan_clip(kind: str, start: float, end: float, duration: float, plan: FramePlan,
+              source_size: tuple[int, int]) -> ClipFrames:
+    """A segment's times and rate for a VLM (``frames`` still empty): ``plan``'s times over [start, end]."""
     if duration > 0:
         end = min(end, duration)
         start = min(start, max(0.0, end - 1e-3))
@@ -240,6 +239,23 @@ def sample_clip(path: Path | str, kind: str, start: float, end: float, duration:
         times = [0.0] * plan.temporal_patch
     else:
         times = sample_times(start, end, plan)
-    size = frame_size(*source_size, plan)
-    return ClipFrames(times=times, frames=decode_at(path, kind, times, size=size), start=start, end=end,
-                      fps=sample_rate(start, end, plan))
+    return ClipFrames(times=times, frames=[], start=start, end=end, fps=sample_rate(start, end, plan))
+
+
+def sample_clips(path: Path | str, kind: str, clips: list[ClipFrames], size: tuple[int, int]) -> list[ClipFrames]:
+    """Fill planned clips of one medium with their frames (``size``: height, width) in one decoding pass."""
+    times = [t for c in clips for t in c.times]
+    frames = decode_at(path, kind, times, size=size)
+    out, k = [], 0
+    for c in clips:
+        out.append(ClipFrames(times=c.times, frames=frames[k:k + len(c.times)], start=c.start, end=c.end, fps=c.fps))
+        k += len(c.times)
+    return out
+
+
+def sample_clip(path: Path | str, kind: str, start: float, end: float, duration: float, plan: FramePlan,
+                source_size: tuple[int, int]) -> ClipFrames:
+    """A segment's frames for a VLM: ``plan``'s times over [start, end] and size from ``source_size``
+    (the medium's height, width)."""
+    clip = plan_clip(kind, start, end, duration, plan, source_size)
+    return sample_clips(path, kind, [clip], frame_size(*source_size, plan))[0]

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError, ModelUnavailable
 from .rerank import Candidate, Deadline, Judgement, Reranker, RerankQuery, RerankTimeout
-from .rerank_frames import ClipFrames, FramePlan, sample_clip
+from .rerank_frames import ClipFrames, FramePlan, frame_size, plan_clip, sample_clips
 
 DEFAULT_PROMPT = "Does this clip show: {query}? Answer yes or no."
 
@@ -157,11 +157,26 @@ class VLMReranker(Reranker):
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def clip(self, candidate: Candidate) -> ClipFrames:
-        seg = candidate.segment
-        end = candidate.duration if seg.whole_medium else seg.end
-        start = 0.0 if seg.whole_medium else seg.start
-        return sample_clip(candidate.path, candidate.kind, start, end, candidate.duration, self.plan,
-                           (candidate.height, candidate.width))
+        """The candidate's frames as the model takes a video (search/rerank_frames.py)."""
+        return self.clips([candidate])[0]
+
+    def clips(self, candidates: list[Candidate]) -> list[ClipFrames]:
+        """Clips of several candidates, each medium decoded in one pass."""
+        planned = []
+        for c in candidates:
+            start, end = (0.0, c.duration) if c.segment.whole_medium else (c.segment.start, c.segment.end)
+            planned.append(plan_clip(c.kind, start, end, c.duration, self.plan, (c.height, c.width)))
+        out: list[ClipFrames | None] = [None] * len(candidates)
+        by_medium: dict[Path, list[int]] = {}
+        for i, c in enumerate(candidates):
+            by_medium.setdefault(c.path, []).append(i)
+        for path, members in by_medium.items():
+            c = candidates[members[0]]
+            filled = sample_clips(path, c.kind, [planned[i] for i in members],
+                                  frame_size(c.height, c.width, self.plan))
+            for i, clip in zip(members, filled):
+                out[i] = clip
+        return out  # type: ignore[return-value]
 
     def inputs(self, text: str, clips: list[ClipFrames]):
         """The processor's batch for one query and several clips (input_ids, pixel_values_videos, video_grid_thw, ...)."""
@@ -190,12 +205,9 @@ class VLMReranker(Reranker):
     def judge(self, query: RerankQuery, candidates: list[Candidate], deadline: Deadline) -> Iterator[tuple[int, Judgement]]:
         size = self.options.batch_size
         for first in range(0, len(candidates), size):
-            batch = candidates[first:first + size]
-            clips = []
-            for c in batch:
-                if deadline.expired:
-                    raise RerankTimeout()
-                clips.append(self.clip(c))
+            if deadline.expired:
+                raise RerankTimeout()
+            clips = self.clips(candidates[first:first + size])
             inputs = self.inputs(query.text or "", clips)
             if not self._lock.acquire(timeout=deadline.remaining()):  # another search holds the model
                 raise RerankTimeout()
