@@ -304,6 +304,7 @@ def candidate(lib, path: Path, start: float, end: float, rank: int = 0) -> Candi
                      sha256=record.sha256)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_vlm_inputs_scores_and_batches(family: str, svc: Service, media: dict[str, Path], tiny_vlms, one_torch_thread):
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
@@ -348,6 +349,7 @@ def test_vlm_inputs_scores_and_batches(family: str, svc: Service, media: dict[st
     assert len({round(j.score, 6) for j in batched.values()}) > 1  # different clips, different scores
 
 
+@pytest.mark.slow
 def test_vlm_reranks_a_library_end_to_end_with_cache_and_budget(svc: Service, tiny_vlms, one_torch_thread):
     fused = svc.search_report("red", library="colours", top_k=5, rerank=False)
     lib = use(svc, "vlm", top_n=4, budget_ms=60_000, options=vlm_options(tiny_vlms("qwen2_vl")))
