@@ -292,7 +292,7 @@ class Service:
         return results
 
 
-#: an uploaded file keeps its name, cut to this many UTF-8 bytes (file systems allow 255, with the hash prefix)
+#: an uploaded file keeps its name, cut to this many UTF-8 bytes (file systems allow 255)
 UPLOAD_NAME_BYTES = 200
 
 
