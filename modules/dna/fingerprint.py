@@ -3,10 +3,10 @@
 Per frame:
 
 1. grey, scaled so its longer side is ``SIDE`` (128) pixels (box filter);
-2. black borders removed: a row or column at the edge whose pixels are mostly dark in the
-   *typical* frame of the medium (the per-pixel median over its frames) is a letterbox or
-   pillarbox bar; the median ignores subtitles and logos shown now and then in a bar, and the
-   "mostly" lets a logo that is always there sit in one;
+2. black borders removed: a row or column at the edge whose pixels are mostly dark, and flat
+   where dark, in the *typical* frame of the medium (the per-pixel median over its frames) is a
+   letterbox or pillarbox bar; the median ignores subtitles shown now and then in a bar, "mostly"
+   lets a logo that is always there sit in one, and "flat" keeps dark picture (a night sky) in;
 3. the remaining picture, the same picture with ``CROPS`` (4 % and 8 %) cut from each side,
    and the whole frame (borders and all) each give a difference hash: the sign of the brightness
    step between neighbouring cells of a 9x8 grid (64 bits across) and of an 8x9 grid (64 bits
@@ -44,8 +44,10 @@ BITS = 128
 BYTES = BITS // 8
 #: a pixel darker than this (0-255) in the typical frame may belong to a border bar
 DARK = 40
-#: a row or column is a bar when at least this share of its pixels is dark
+#: a row or column is a bar when at least this share of its pixels is dark ...
 BAR_SHARE = 0.7
+#: ... and neighbouring dark pixels differ by at most this much on average (bars: 0-0.5; dark picture: 0.8-3)
+BAR_FLAT = 0.6
 #: borders are only removed when the picture keeps at least this share of each side
 MIN_KEEP = 0.4
 #: a frame whose 16x16 cells vary less than this (standard deviation, 0-255) gets no code
@@ -85,11 +87,20 @@ def content_box(greys: Sequence[np.ndarray] | np.ndarray) -> tuple[int, int, int
     typical = stack if stack.ndim == 2 else np.median(stack, axis=0)
     dark = typical < DARK
     height, width = dark.shape
-    top, bottom = _inner(dark.mean(axis=1) >= BAR_SHARE)
-    left, right = _inner(dark.mean(axis=0) >= BAR_SHARE)
+    top, bottom = _inner(_bars(typical, dark, axis=1))
+    left, right = _inner(_bars(typical.T, dark.T, axis=1))
     if bottom - top < MIN_KEEP * height or right - left < MIN_KEEP * width:
         return 0, height, 0, width  # a dark picture, not bars
     return top, bottom, left, right
+
+
+def _bars(typical: np.ndarray, dark: np.ndarray, axis: int) -> np.ndarray:
+    """Per row: mostly dark, and flat among its dark pixels."""
+    steps = np.abs(np.diff(typical.astype(np.float32), axis=axis))
+    pairs = dark[:, 1:] & dark[:, :-1]
+    count = pairs.sum(axis=axis)
+    flat = np.where(count > 0, (steps * pairs).sum(axis=axis) / np.maximum(count, 1), np.inf)
+    return (dark.mean(axis=axis) >= BAR_SHARE) & (flat <= BAR_FLAT)
 
 
 def _inner(bar: np.ndarray) -> tuple[int, int]:
