@@ -118,7 +118,7 @@ def page(browser, server):
     page = context.new_page()
     page.on("pageerror", lambda error: PAGE_ERRORS.append(str(error)))
     page.goto(f"{server.url}/#key={server.key}")
-    page.wait_for_function("document.getElementById('tenant').textContent.length > 0")
+    page.wait_for_function("() => document.getElementById('tenant').textContent.length > 0")
     yield page
     context.close()
 
@@ -157,7 +157,7 @@ def search(page, text: str) -> list[dict]:
     with page.expect_response(lambda r: r.url.endswith("/search") and r.request.method == "POST") as answer:
         page.press("#q", "Enter")
     assert answer.value.ok, answer.value.text()
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     return cards(page)
 
 
@@ -165,7 +165,7 @@ def image_search(page, action) -> list[dict]:
     with page.expect_response(lambda r: r.url.endswith("/search/image")) as answer:
         action()
     assert answer.value.ok, answer.value.text()
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     return cards(page)
 
 
@@ -196,22 +196,22 @@ def indexed(page, server, demo_dir: Path):
     for box in page.locator("#library-modules input").all():
         box.set_checked(box.get_attribute("value") in MODULES)
     page.click("#library-submit")
-    page.wait_for_function(f"document.getElementById('library-select').value === {LIBRARY!r}")
+    page.wait_for_function(f"() => document.getElementById('library-select').value === {LIBRARY!r}")
 
     page.click("a[data-view=ingest]")
     assert page.locator("#ingest-library").inner_text() == f"into library {LIBRARY}"
     # an API error shows its message, not a blank page
     page.fill("#path-input", "../outside")
     page.click("#path-form button[type=submit]")
-    page.wait_for_function("document.getElementById('path-status').classList.contains('error')")
+    page.wait_for_function("() => document.getElementById('path-status').classList.contains('error')")
     assert "media root" in page.locator("#path-status").inner_text()
 
     page.fill("#path-input", "demo")
     page.click("#path-form button[type=submit]")
-    page.wait_for_function(f"document.querySelectorAll('#jobs-body tr').length >= {len(BY_PATH)}")
+    page.wait_for_function(f"() => document.querySelectorAll('#jobs-body tr').length >= {len(BY_PATH)}")
     page.set_input_files("#upload-input", str(demo_dir / UPLOADED))
     total = len(BY_PATH) + 1
-    page.wait_for_function(f"document.querySelectorAll('#jobs-body tr').length === {total}")
+    page.wait_for_function(f"() => document.querySelectorAll('#jobs-body tr').length === {total}")
     shot = False
     deadline = time.monotonic() + 150
     while True:
@@ -266,18 +266,18 @@ def test_jobs_can_be_cancelled_and_retried_and_failures_say_why(page, indexed, d
     page.click("#path-form button[type=submit]")
     row = page.locator("#jobs-body tr", has=page.locator(".file-name", has_text="copy_of_clip_02.mp4"))
     row.locator(".job-cancel").click()
-    page.wait_for_function("document.querySelector('#jobs-body tr').dataset.status === 'cancelled'")
+    page.wait_for_function("() => document.querySelector('#jobs-body tr').dataset.status === 'cancelled'")
     assert row.locator(".status").inner_text() == "cancelled"
     assert row.locator(".job-cancel").is_hidden()
     row.locator(".job-retry").click()
-    page.wait_for_function("document.querySelector('#jobs-body tr').dataset.status === 'done'", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#jobs-body tr').dataset.status === 'done'", timeout=60_000)
     assert row.locator(".outcome").inner_text() == "duplicate"  # the same bytes as clip_02: nothing added
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all" * 100)
     page.set_input_files("#upload-input", str(broken))
     row = page.locator("#jobs-body tr", has=page.locator(".file-name", has_text="broken.mp4"))
-    page.wait_for_function("document.querySelector('#jobs-body tr').dataset.status === 'failed'", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#jobs-body tr').dataset.status === 'failed'", timeout=60_000)
     assert row.locator(".status").inner_text() == "failed"
     assert row.locator(".job-error").inner_text().strip()  # the worker's message
     assert row.locator(".job-retry").is_visible()
@@ -318,26 +318,26 @@ def test_routes_kind_and_quick_filters_reach_the_request(page, indexed):
 
     page.on("request", record)
     page.uncheck("#route-filters input[value=visual]")  # a filter change searches again
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     page.wait_for_timeout(200)
     assert bodies[-1]["routes"] == ["labels", "ocr", "meta"]  # asr is not in the library: never sent
     assert page.locator("#route-filters input[value=asr]").is_disabled()
     page.check("#route-filters input[value=visual]")
     page.wait_for_timeout(200)
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     assert bodies[-1]["routes"] is None
 
     page.check("#kind-filter input[value=image]")
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     page.wait_for_timeout(200)
     assert bodies[-1]["text"] == "a rocket type:image"
     assert {c["video"].rsplit(".", 1)[-1] for c in cards(page)} <= {"jpg", "png"}
     page.check("#kind-filter input[value='']")
     page.wait_for_timeout(200)
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
 
     page.locator("#quick-chips .chip", has_text="shorter than 30 s").click()
-    page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+    page.wait_for_function("() => !document.getElementById('results').hasAttribute('aria-busy')")
     page.wait_for_timeout(200)
     assert page.input_value("#q") == "a rocket shorter than 30 s"
     assert bodies[-1]["text"] == "a rocket shorter than 30 s"
@@ -388,7 +388,7 @@ def test_hover_previews_the_segment(page, indexed, demo_dir):
     page.locator("#results .card").first.hover()
     page.wait_for_selector("#results .card.previewing video.preview")
     start = found[0]["start"]
-    page.wait_for_function(f"document.querySelector('video.preview').currentTime >= {start}")
+    page.wait_for_function(f"() => document.querySelector('video.preview').currentTime >= {start}")
     assert page.evaluate("document.querySelector('video.preview').muted") is True
     page.mouse.move(0, 0)
     page.wait_for_selector("video.preview", state="detached")
@@ -408,7 +408,7 @@ def test_player_starts_at_the_segment_and_pauses_at_its_end(page, indexed, demo_
     began = page.evaluate("window.firstPlay")
     assert abs(began - start) <= 0.5, (began, start)
     video.evaluate("v => { v.playbackRate = 2; }")  # the same pause rule, in half the time
-    page.wait_for_function("document.getElementById('player-video').paused && "
+    page.wait_for_function("() => document.getElementById('player-video').paused && "
                            "document.getElementById('player-video').currentTime > " + str(start + 1),
                            timeout=(end - start) * 1000 + 10_000)
     stopped = video.evaluate("v => v.currentTime")
@@ -416,22 +416,22 @@ def test_player_starts_at_the_segment_and_pauses_at_its_end(page, indexed, demo_
     assert page.locator("#player-status").inner_text() == "Paused at the end of the segment"
 
     page.click("#player-replay")
-    page.wait_for_function(f"!document.getElementById('player-video').paused && "
+    page.wait_for_function(f"() => !document.getElementById('player-video').paused && "
                            f"document.getElementById('player-video').currentTime < {start + 1}")
     page.click("#player-whole")
-    page.wait_for_function("document.getElementById('player-video').currentTime < 1.5")
+    page.wait_for_function("() => document.getElementById('player-video').currentTime < 1.5")
     page.keyboard.press("Escape")
-    page.wait_for_function("!document.getElementById('player').open && document.getElementById('player-video').paused")
+    page.wait_for_function("() => !document.getElementById('player').open && document.getElementById('player-video').paused")
 
 
 def test_an_image_result_opens_as_an_image(page, indexed, demo_dir):
     found = search(page, "astronaut type:image")
     assert found and found[0]["video"].endswith((".jpg", ".png"))
     page.locator("#results .card-main").first.click()
-    page.wait_for_function("document.getElementById('player-image').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('player-image').naturalWidth > 0")
     assert page.locator("#player-video").is_hidden()
     page.keyboard.press("Escape")
-    page.wait_for_function("!document.getElementById('player').open")
+    page.wait_for_function("() => !document.getElementById('player').open")
 
 
 # -- keyboard ----------------------------------------------------------------------------------------
@@ -447,7 +447,7 @@ def test_keyboard_only_search_move_and_play(page, indexed, demo_dir):
     page.keyboard.type("一只猫")
     with page.expect_response(lambda r: r.url.endswith("/search")):
         page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelectorAll('#results .card').length > 2 && "
+    page.wait_for_function("() => document.querySelectorAll('#results .card').length > 2 && "
                            "!document.getElementById('results').hasAttribute('aria-busy')")
     found = cards(page)
     page.keyboard.press("ArrowDown")  # from the box to the first card
@@ -465,10 +465,10 @@ def test_keyboard_only_search_move_and_play(page, indexed, demo_dir):
     page.wait_for_selector("#results .card:nth-child(2).previewing, #results .card:nth-child(2).is-image",
                            timeout=10_000)
     page.keyboard.press("Enter")
-    page.wait_for_function("document.getElementById('player').open")
+    page.wait_for_function("() => document.getElementById('player').open")
     assert page.locator("#player-title").inner_text() == found[1]["title"]
     page.keyboard.press("Escape")
-    page.wait_for_function("!document.getElementById('player').open")
+    page.wait_for_function("() => !document.getElementById('player').open")
     assert page.evaluate("document.activeElement.dataset.index") == "1"  # focus goes back to the card
 
 
@@ -521,7 +521,7 @@ def test_language_toggle_switches_every_label_and_is_remembered(page, indexed, b
     assert page.evaluate("localStorage.getItem('zhaopian.lang')") == "zh"
     assert page.get_attribute("#q", "placeholder").startswith("描述镜头")
     page.reload()
-    page.wait_for_function("document.getElementById('tenant').textContent.length > 0")
+    page.wait_for_function("() => document.getElementById('tenant').textContent.length > 0")
     assert page.locator("a[data-view=ingest]").inner_text().startswith("导入")
     found = search(page, "一只猫")
     assert page.locator("#results-meta .result-count").inner_text() == f"{len(found)} 个结果"
@@ -537,7 +537,7 @@ def test_language_toggle_switches_every_label_and_is_remembered(page, indexed, b
     try:
         other = context.new_page()
         other.goto(f"{server.url}/#key={server.key}")
-        other.wait_for_function("document.getElementById('tenant').textContent.length > 0")
+        other.wait_for_function("() => document.getElementById('tenant').textContent.length > 0")
         assert other.locator("a[data-view=media]").inner_text() == "素材"
     finally:
         context.close()
@@ -546,7 +546,7 @@ def test_language_toggle_switches_every_label_and_is_remembered(page, indexed, b
 # -- media -------------------------------------------------------------------------------------------
 def test_media_page_edits_metadata_and_deletes_with_a_confirm(page, indexed, server):
     page.click("a[data-view=media]")
-    page.wait_for_function(f"document.querySelectorAll('#media-body tr').length === {len(BY_PATH) + 1}")
+    page.wait_for_function(f"() => document.querySelectorAll('#media-body tr').length === {len(BY_PATH) + 1}")
     assert page.locator("#media-count").inner_text() == f"{len(BY_PATH) + 1} media in {LIBRARY}"
     lib = server.service.library(LIBRARY)
     clip = lib.media.find(path=str((server.media / "demo" / "clip_01.mp4").resolve()))
@@ -561,7 +561,7 @@ def test_media_page_edits_metadata_and_deletes_with_a_confirm(page, indexed, ser
     with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
         page.click("#edit-save")
     assert patched.value.ok
-    page.wait_for_function("!document.getElementById('edit-dialog').open")
+    page.wait_for_function("() => !document.getElementById('edit-dialog').open")
     row = page.locator(f"#media-body tr[data-id='{clip.id}']")
     row.locator(".media-title").wait_for()
     assert row.locator(".media-title").inner_text() == "猫与咖啡 Cat and coffee"
@@ -577,14 +577,14 @@ def test_media_page_edits_metadata_and_deletes_with_a_confirm(page, indexed, ser
     page.wait_for_selector(f"#media-body tr[data-id='{clip.id}']")
     photo = next(m for m in lib.media.list(0, 100) if m.path.endswith(UPLOADED))
     page.locator(f"#media-body tr[data-id='{photo.id}'] [data-action=delete]").click()
-    page.wait_for_function("document.getElementById('confirm-dialog').open")
+    page.wait_for_function("() => document.getElementById('confirm-dialog').open")
     page.click("#confirm-dialog .confirm-cancel")  # cancelling keeps it
     assert page.locator(f"#media-body tr[data-id='{photo.id}']").count() == 1
     page.locator(f"#media-body tr[data-id='{photo.id}'] [data-action=delete]").click()
     with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
         page.click("#confirm-dialog .confirm-ok")
     assert deleted.value.status == 204
-    page.wait_for_function(f"!document.querySelector(\"#media-body tr[data-id='{photo.id}']\")")
+    page.wait_for_function(f"() => !document.querySelector(\"#media-body tr[data-id='{photo.id}']\")")
     assert page.locator("#media-count").inner_text() == f"{len(BY_PATH)} media in {LIBRARY}"
     assert all(not m.path.endswith(UPLOADED) for m in lib.media.list(0, 100))
 
@@ -606,7 +606,7 @@ def test_key_leaves_the_address_and_sign_in_checks_a_pasted_key(browser, server,
     try:
         page = context.new_page()
         page.goto(f"{server.url}/#key={server.key}")
-        page.wait_for_function("document.getElementById('tenant').textContent.length > 0")
+        page.wait_for_function("() => document.getElementById('tenant').textContent.length > 0")
         assert "key=" not in page.url and page.evaluate("localStorage.getItem('zhaopian.key')") == server.key
 
         search(page, "一只猫")
@@ -618,11 +618,11 @@ def test_key_leaves_the_address_and_sign_in_checks_a_pasted_key(browser, server,
         assert page.locator("#signin").is_visible()
         page.fill("#signin-key", "zp_wrong_key")
         page.click("#signin-submit")
-        page.wait_for_function("document.getElementById('signin-error').textContent.startsWith('This key was refused')")
+        page.wait_for_function("() => document.getElementById('signin-error').textContent.startsWith('This key was refused')")
         page.fill("#signin-key", server.key)
         page.click("#signin-submit")
-        page.wait_for_function("!document.getElementById('signin').open")
+        page.wait_for_function("() => !document.getElementById('signin').open")
         assert page.locator("#tenant").inner_text() == server.service.settings.tenant
-        page.wait_for_function(f"document.getElementById('library-select').value === {LIBRARY!r}")
+        page.wait_for_function(f"() => document.getElementById('library-select').value === {LIBRARY!r}")
     finally:
         context.close()
