@@ -74,10 +74,11 @@ def backup(svc: Service, library: str, dest: Path, tenant: str | None = None, up
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
             if uploads and upload_dir.is_dir():
-                for path in sorted(upload_dir.iterdir()):
+                for path in sorted(upload_dir.rglob("*")):
                     if path.is_file() and not path.name.startswith("."):
-                        (staging / "uploads").mkdir(exist_ok=True)
-                        shutil.copy2(path, staging / "uploads" / path.name)
+                        target = staging / "uploads" / path.relative_to(upload_dir)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(path, target)
         files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         manifest = Manifest(format=FORMAT, created=time.time(), tenant=lib.record.tenant, library=lib.name,
                             config=lib.record.config, uploads_prefix=str(upload_dir), files=files)
@@ -127,9 +128,11 @@ def restore(svc: Service, archive: Path, name: str | None = None, tenant: str | 
         upload_dir = _uploads(svc, tenant, name)
         _rewrite_upload_paths(staging / "library" / "media.sqlite", manifest.uploads_prefix, str(upload_dir))
         if (staging / "uploads").is_dir():
-            upload_dir.mkdir(parents=True, exist_ok=True)
-            for path in (staging / "uploads").iterdir():
-                os.replace(path, upload_dir / path.name)
+            for path in sorted((staging / "uploads").rglob("*")):
+                if path.is_file():
+                    target = upload_dir / path.relative_to(staging / "uploads")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
         for module_name, options in manifest.config.get("modules", {}).items():
             svc.manager.validate(module_name, options)  # a module this install lacks fails before anything moves
         record = svc.catalog.create_library(tenant, name, manifest.config)
