@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> dict:
         from tiny_vlm import make_tiny_qwen_vl
 
         model = make_tiny_qwen_vl(Path(data) / "tiny-qwen2-vl", "qwen2_vl")
-        texts = [q for q in queries if q.kind == "text"][:: max(1, len(queries) // args.vlm_queries)][: args.vlm_queries]
+        texts = [q for q in queries if q.kind == "text"]
+        texts = [texts[round(i * len(texts) / args.vlm_queries)] for i in range(min(args.vlm_queries, len(texts)))]
         for n in top_ns:
             config = RerankConfig(backend="vlm", top_n=n, budget_ms=600_000,
                                   options={"model": str(model), "batch_size": 4})
