@@ -193,20 +193,22 @@ class BuiltinReranker(Reranker):
         in the candidates' order) and encoded."""
         seen: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         needed: dict[str, tuple[Candidate, set[float]]] = {}
+        wanted: set[tuple[str, int]] = set()
         for c, times in zip(candidates, times_of):
             for t in times:
                 key = (c.sha256, round(t * 1000))
-                if key in seen:
+                if key in seen or key in wanted:
                     continue
                 cached = self.frames.get(key)
                 if cached is not None and space in cached:
                     seen[key] = cached
                 else:
+                    wanted.add(key)
                     needed.setdefault(c.sha256, (c, set()))[1].add(t)
-        for sha, (c, wanted) in needed.items():
+        for sha, (c, new) in needed.items():
             if deadline.expired:
                 raise RerankTimeout()
-            times = sorted(wanted)
+            times = sorted(new)
             images = decode_at(c.path, c.kind, times, max_side=self.options.max_side)
             if deadline.expired:
                 raise RerankTimeout()
