@@ -9,8 +9,8 @@ line; chance matches of look-alike frames do not line up. So:
    clip frame votes at most once per bin, weighted by how close its codes are and divided by
    the square root of how many frames of the medium it matches (a frame of a still shot matches
    all of the shot's frames). The best (speed, offset) bin, with its two neighbours, is a
-   candidate (a speed away from 1 is discounted 2 % per 0.01: a few frames of a slow shot fit many
-   lines).
+   candidate (a speed away from 1 is discounted 2 % per 0.01 when the matches span up to 10 s, less
+   when they span longer: a few seconds of a slow shot fit many lines, a long clip shows the drift).
 2. **Line fit.** Matches within a tolerance of the candidate line (about half the coarser
    sampling step) are kept, one per clip frame and one per medium frame (the nearest to the
    line); speed and offset are re-fitted by weighted least squares, twice.
@@ -116,11 +116,14 @@ def align(tq: np.ndarray, tr: np.ndarray, qi: np.ndarray, ri: np.ndarray, dist: 
 
 def _vote(tq, tr, qi, ri, weight, active, speeds, bin_width) -> tuple[float, float, float] | None:
     """The (speed, offset) bin with the most weight, summed with its two neighbouring offsets (and
-    discounted by 2 % per 0.01 of speed away from 1)."""
+    discounted by 2 % per 0.01 of speed away from 1 for clips up to 10 s, less for longer ones)."""
     idx = np.flatnonzero(active)
     if not len(idx):
         return None
     q, r, w = qi[idx], ri[idx], weight[idx]
+    # a few seconds of a slow shot fit many speeds: there a speed away from 1 must earn it; a longer
+    # clip shows the drift itself, so the discount shrinks with its length
+    discount = 2.0 * min(1.0, 10.0 / max(float(np.ptp(tq[q])), 1e-6))
     best: tuple[float, float, float] | None = None
     for speed in speeds:
         off = tr[r] - speed * tq[q]
@@ -138,8 +141,7 @@ def _vote(tq, tr, qi, ri, weight, active, speeds, bin_width) -> tuple[float, flo
         smooth[1:] += votes[:-1]
         smooth[:-1] += votes[1:]
         top = int(np.argmax(smooth))
-        # few frames of a slow shot fit many lines; a speed far from 1 must earn it
-        votes_here = float(smooth[top]) * (1.0 - 2.0 * abs(speed - 1.0))
+        votes_here = float(smooth[top]) * (1.0 - discount * abs(speed - 1.0))
         if best is None or votes_here > best[2]:
             near = chosen[np.abs(kk[chosen] - top) <= 1]
             centre = float(np.average(off[near], weights=w[near]))
