@@ -204,6 +204,10 @@ class DnaModule(Module):
                 self._store_cache = None
 
     def copies(self, media_id: int) -> list[CopySpan]:
+        with self._lock:
+            return self._copies(media_id)
+
+    def _copies(self, media_id: int) -> list[CopySpan]:
         store = self.store()
         out = []
         for c in store.copies_of(media_id):
@@ -243,17 +247,21 @@ class DnaModule(Module):
 
     def check(self, fp: Fingerprint) -> list[CopySpan]:
         """Spans a clip (its fingerprint) shares with the library's ready media, best first."""
-        store = self.store()
-        matches = store.match(fp.codes, self.config.max_distance)
-        found, _ = self._align(fp, matches)
-        ready = self._ready({m for m, _ in found})
-        spans = [self._copy_span(m, (s.start, s.end), (s.q_start, s.q_end), s.score, s.speed, s.offset, fp.duration)
-                 for m, s in found if m in ready]
+        with self._lock:  # rows found by matching must still be the store's rows when aligned
+            matches = self.store().match(fp.codes, self.config.max_distance)
+            found, _ = self._align(fp, matches)
+            ready = self._ready({m for m, _ in found})
+            spans = [self._copy_span(m, (s.start, s.end), (s.q_start, s.q_end), s.score, s.speed, s.offset,
+                                     fp.duration) for m, s in found if m in ready]
         return sorted(spans, key=lambda s: -(s.score * (s.query_end - s.query_start)))
 
     def frames_like(self, fp: Fingerprint, max_distance: int | None = None,
                     allowed: frozenset[int] | None = None) -> list[Hit]:
         """Stored frames near an image's codes, best first (score: the share of bits that agree)."""
+        with self._lock:
+            return self._frames_like(fp, max_distance, allowed)
+
+    def _frames_like(self, fp: Fingerprint, max_distance: int | None, allowed: frozenset[int] | None) -> list[Hit]:
         store = self.store()
         matches = store.match(fp.codes, self.config.image_max_distance if max_distance is None else max_distance)
         if not len(matches):
