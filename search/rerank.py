@@ -339,7 +339,7 @@ class RerankStage:
     def run(self, query: Query, fused: list[Segment], notes: list[str]) -> list[Segment]:
         """``fused`` with its first ``top_n`` reranked, or unchanged (and a note) when the reranker cannot."""
         deadline = Deadline(self.config.budget_seconds())
-        self.last = {"candidates": 0, "cached": 0, "judged": 0, "outcome": "none"}
+        last = self.last = {"candidates": 0, "cached": 0, "judged": 0, "outcome": "none"}
         if not fused:
             return fused
         name = self.config.backend
@@ -349,7 +349,7 @@ class RerankStage:
             notes.append(f"reranker {name} skipped: a result's medium was deleted meanwhile; results are in fused order")
             return fused
         rq = RerankQuery.of(query)
-        self.last["candidates"] = len(candidates)
+        last["candidates"] = len(candidates)
         judgements: dict[int, Judgement] = {}
         keys = {}
         for i, c in enumerate(candidates):
@@ -372,7 +372,7 @@ class RerankStage:
                         missing.append(i)
                     else:
                         judgements[i] = cached
-                self.last["cached"] = len(judgements)
+                last["cached"] = len(judgements)
                 if not missing:
                     return
                 todo = [candidates[i] for i in missing]
@@ -382,7 +382,7 @@ class RerankStage:
                         i = missing[j]
                         judgements[i] = judgement
                         self.cache.put((fp, *keys[i]), judgement)
-                        self.last["judged"] = self.last.get("judged", 0) + 1
+                        last["judged"] = last.get("judged", 0) + 1
                         if deadline.expired:
                             break
                 finally:
@@ -401,11 +401,11 @@ class RerankStage:
         if state["error"] is not None:
             log.warning("reranker %s failed (%s); keeping the fused order", name, _reason(state["error"]))
             notes.append(f"reranker {name} failed ({_reason(state['error'])}); results are in fused order")
-            self.last["outcome"] = "error"
+            last["outcome"] = "error"
             return fused
         if "declined" in state:
             notes.append(f"reranker {name} skipped: {state['declined']}; results are in fused order")
-            self.last["outcome"] = "declined"
+            last["outcome"] = "declined"
             return fused
         if not finished or len(judgements) < len(candidates):
             budget = self.config.budget_seconds() * 1000
@@ -413,7 +413,7 @@ class RerankStage:
                      name, len(judgements), len(candidates), budget)
             notes.append(f"reranker {name} did not finish within its {budget:.0f} ms budget "
                          f"({len(judgements)} of {len(candidates)} segments judged); results are in fused order")
-            self.last["outcome"] = "timeout"
+            last["outcome"] = "timeout"
             return fused
         reranker = state["reranker"]
         ordered = [judgements[i] for i in range(len(candidates))]
@@ -421,9 +421,9 @@ class RerankStage:
             keys_ = reranker.order(rq, candidates, ordered)
         except Exception as exc:  # noqa: BLE001 - a plug-in's bug must not fail the search
             notes.append(f"reranker {name} failed ({_reason(exc)}); results are in fused order")
-            self.last["outcome"] = "error"
+            last["outcome"] = "error"
             return fused
-        self.last["outcome"] = "reranked"
+        last["outcome"] = "reranked"
         return _reordered(fused, candidates, ordered, keys_)
 
 
