@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -66,8 +67,11 @@ from starlette.responses import MalformedRangeHeader
 from zhaopian.indexer import thumbnails
 from zhaopian.indexer.ingest import expand, resolve_under
 from zhaopian.indexer.jobs import Job, JobStatus
+from zhaopian.modules.visual.encoders.base import EncoderConfig
+from zhaopian.modules.visual.encoders.registry import BACKENDS as ENCODER_BACKENDS
 from zhaopian.search.catalog import LibraryRecord, MediaRecord, check_name
 from zhaopian.search.errors import AlreadyExists, ConfigError, MediaError, NotFound, PathOutsideRoot, ZhaopianError
+from zhaopian.search.rerank import BACKENDS as RERANK_BACKENDS
 from zhaopian.search.rerank import RerankConfig
 from zhaopian.search.types import CopySpan
 
@@ -114,6 +118,9 @@ class HttpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZHAOPIAN_", extra="ignore")
 
     max_upload_mb: float = Field(default=1024, gt=0)
+    #: let API callers name encoder or reranker backends by Python import path ('package.module:Class');
+    #: off: such a path makes the server import a module a client chose. The CLI always may.
+    api_import_paths: bool = False
 
     @property
     def max_upload_bytes(self) -> int:
@@ -211,6 +218,18 @@ class ApiKey(BaseModel):
     created: float
 
 
+#: whether the request being handled may name backends by import path (see HttpSettings.api_import_paths)
+_IMPORT_PATHS: ContextVar[bool] = ContextVar("zhaopian_api_import_paths", default=True)
+
+
+def _refuse_import_path(kind: str, backend: str, named: Iterable[str]) -> None:
+    if backend not in named and not _IMPORT_PATHS.get():
+        raise PydanticCustomError(
+            "config_invalid", "{message}",
+            {"message": f"{kind} {backend!r} is not one of {', '.join(named)}: this server does not take Python "
+                        f"import paths from API callers (ZHAOPIAN_API_IMPORT_PATHS=1 allows it; the CLI may)"})
+
+
 class LibraryOptions(Strict):
     """How a new library indexes; omitted fields take the server's defaults."""
 
@@ -223,11 +242,29 @@ class LibraryOptions(Strict):
     #: the reranker after fusion: a spec ('builtin', 'vlm:<model>', 'endpoint') or a full config
     rerank: RerankConfig | str | None = None
 
+    @field_validator("encoder")
+    @classmethod
+    def _named_encoder(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                backend = EncoderConfig.parse_spec(value).backend
+            except ConfigError as exc:
+                raise PydanticCustomError("config_invalid", "{message}", {"message": exc.message}) from None
+            _refuse_import_path("encoder backend", backend, ENCODER_BACKENDS)
+        return value
+
     @field_validator("rerank", mode="wrap")
     @classmethod
     def _rerank_config(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """RerankConfig refuses an unknown backend with ConfigError: keep it a validation error (still
-        answered as config_invalid) so the model raises nothing but ValidationError."""
+        answered as config_invalid) so the model raises nothing but ValidationError. An import path is
+        refused before anything is imported."""
+        backend = value.partition(":")[0] if isinstance(value, str) else (
+            value.get("backend") if isinstance(value, dict) else None)
+        if isinstance(backend, str) and backend != "none":
+            if isinstance(value, str) and backend not in RERANK_BACKENDS and ":" in value:
+                backend = value  # 'package.module:Class' is a path, not 'name:model'
+            _refuse_import_path("reranker", backend, RERANK_BACKENDS)
         try:
             return handler(value)
         except ConfigError as exc:
@@ -391,12 +428,15 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
 
 # -- the app ---------------------------------------------------------------------------------------
 def create_app(service: Service | None = None, max_upload_bytes: int | None = None,
-               rate_limiter: RateLimiter | None = None) -> FastAPI:
+               rate_limiter: RateLimiter | None = None, import_paths: bool | None = None) -> FastAPI:
     """The API over ``service`` (by default one built from the environment, closed at shutdown);
-    ``rate_limiter`` defaults to one from ZHAOPIAN_RATE_LIMIT and ZHAOPIAN_RATE_BURST."""
+    ``rate_limiter`` defaults to one from ZHAOPIAN_RATE_LIMIT and ZHAOPIAN_RATE_BURST, ``import_paths``
+    to ZHAOPIAN_API_IMPORT_PATHS."""
     owned = service is None
     svc = service or Service()
-    limit = max_upload_bytes or HttpSettings().max_upload_bytes
+    http_settings = HttpSettings()
+    limit = max_upload_bytes or http_settings.max_upload_bytes
+    allow_paths = http_settings.api_import_paths if import_paths is None else import_paths
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -427,6 +467,7 @@ def create_app(service: Service | None = None, max_upload_bytes: int | None = No
         if length.isdigit() and int(length) > limit + MULTIPART_SLACK:
             return error_response("payload_too_large",
                                   f"request body too large ({length} bytes, upload limit {limit})")
+        _IMPORT_PATHS.set(allow_paths)  # the request's own context: validation reads it
         return await call_next(request)
 
     app.include_router(_routes(svc, limit, signer), prefix="/v1")

@@ -51,6 +51,9 @@ def env(tmp_path: Path, media_root: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     data = tmp_path / "data"
     monkeypatch.setenv("ZHAOPIAN_DATA_DIR", str(data))
     monkeypatch.setenv("ZHAOPIAN_MEDIA_ROOT", str(media_root))
+    # the tests' colour encoder is named by import path, also through the API (off by default: see
+    # test_http_api.py::test_api_callers_cannot_name_import_paths)
+    monkeypatch.setenv("ZHAOPIAN_API_IMPORT_PATHS", "1")
     return data
 
 

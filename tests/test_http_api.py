@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -508,3 +509,19 @@ def test_access_logs_hide_media_tokens():
                                 200), None)
     RedactTokens().filter(record)
     assert "abc" not in record.getMessage() and "token=***&x=1" in record.getMessage()
+
+
+def test_api_callers_cannot_name_import_paths(service, user_key):
+    """A backend named 'package.module:Class' would make the server import a module the client chose."""
+    with TestClient(create_app(service, import_paths=False)) as client:
+        headers = bearer(user_key)
+        for config in ({"encoder": "this:x"}, {"encoder": COLOR_ENCODER["backend"]}, {"rerank": "this:x"},
+                       {"rerank": {"backend": "antigravity:x"}}):
+            error = assert_error(client.post("/v1/libraries", json={"name": "x", "config": config}, headers=headers),
+                                 422, "config_invalid")
+            assert "import paths" in error["message"]
+        assert "antigravity" not in sys.modules  # refused before anything was imported
+        named = client.post("/v1/libraries", json={"name": "ok", "config": {"modules": ["visual"],
+                                                                           "encoder": "bundled", "rerank": "builtin"}},
+                            headers=headers)
+        assert named.status_code == 201, named.text
