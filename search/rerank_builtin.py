@@ -205,17 +205,20 @@ class BuiltinReranker(Reranker):
                 else:
                     wanted.add(key)
                     needed.setdefault(c.sha256, (c, set()))[1].add(t)
+        chunk = max(1, visual.encoder.config.batch_size)
         for sha, (c, new) in needed.items():
             if deadline.expired:
                 raise RerankTimeout()
             times = sorted(new)
             images = decode_at(c.path, c.kind, times, max_side=self.options.max_side)
-            if deadline.expired:
-                raise RerankTimeout()
-            vectors = visual.encoder.encode_images(images)  # every space: the next image query reuses them
-            for k, t in enumerate(times):
-                seen[(sha, round(t * 1000))] = {name: v[k] for name, v in vectors.items()}
-                self.frames.put((sha, round(t * 1000)), seen[(sha, round(t * 1000))])
+            for first in range(0, len(times), chunk):  # the deadline is checked between batches
+                if deadline.expired:
+                    raise RerankTimeout()
+                vectors = visual.encoder.encode_images(images[first:first + chunk])  # every space, for later queries
+                for k, t in enumerate(times[first:first + chunk]):
+                    key = (sha, round(t * 1000))
+                    seen[key] = {name: v[k] for name, v in vectors.items()}
+                    self.frames.put(key, seen[key])
         return seen
 
     def judge(self, query: RerankQuery, candidates: list[Candidate], deadline: Deadline) -> Iterator[tuple[int, Judgement]]:
