@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import InvalidQuery
@@ -94,19 +95,18 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
     if parsed.people and "faces" not in library.modules:
         notes.append(f"person:{','.join(parsed.people)} is searched by the faces module, which this library "
                      f"does not have (create one with --modules visual,faces)")
+    # routes run side by side: their stores (FAISS, tantivy, SQLite) and encoders release the GIL
+    k = max(library.config.recall_k, query.top_k)
+    if len(modules) > 1:
+        futures = {name: _ROUTE_POOL.submit(_route, module, query, k) for name, module in modules.items()}
+        outcomes = {name: future.result() for name, future in futures.items()}
+    else:
+        outcomes = {name: _route(module, query, k) for name, module in modules.items()}
     routes: dict[str, list[Segment]] = {}
-    for name, module in modules.items():
-        t0 = time.perf_counter()
-        module_query = module.rewrite(query)
-        if module_query is None:
-            continue
-        t1 = time.perf_counter()
-        hits = module.recall(module_query, max(library.config.recall_k, query.top_k))
-        t2 = time.perf_counter()
-        routes[name] = module.aggregate(hits, module_query)
-        t3 = time.perf_counter()
-        timings.update({f"{name}.rewrite": (t1 - t0) * 1e3, f"{name}.recall": (t2 - t1) * 1e3,
-                        f"{name}.aggregate": (t3 - t2) * 1e3})
+    for name, (segments, spent) in outcomes.items():
+        if segments is not None:
+            routes[name] = segments
+            timings.update({f"{name}.{step}": ms for step, ms in spent.items()})
     notes += [n for n in dict.fromkeys(query.notes) if n not in notes]
     t0 = time.perf_counter()
     fused = fuse(routes, library.config.fusion)
@@ -116,6 +116,24 @@ def search(library: Library, query: Query, rewrite: Rewrite | None = None,
         fused = rerank(library, query, fused, notes)
         timings["rerank"] = (time.perf_counter() - t0) * 1e3
     return SearchReport(fused[: query.top_k], timings, parsed, list(routes), notes)
+
+
+#: threads that run the routes of a query side by side (shared by all queries of the process)
+_ROUTE_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="route")
+
+
+def _route(module, query: Query, k: int) -> tuple[list[Segment] | None, dict[str, float]]:
+    """One route: the module's rewrite, recall and aggregate, with the milliseconds of each."""
+    t0 = time.perf_counter()
+    module_query = module.rewrite(query)
+    if module_query is None:
+        return None, {}
+    t1 = time.perf_counter()
+    hits = module.recall(module_query, k)
+    t2 = time.perf_counter()
+    segments = module.aggregate(hits, module_query)
+    t3 = time.perf_counter()
+    return segments, {"rewrite": (t1 - t0) * 1e3, "recall": (t2 - t1) * 1e3, "aggregate": (t3 - t2) * 1e3}
 
 
 def _list_media(library: Library, query: Query) -> list[Segment]:
