@@ -5,7 +5,8 @@ letterboxed, looped to ``--long-minutes``) cut into ``--pieces`` files, split ov
 (a library has one writer at a time, so two workers help when two libraries have work). For
 each worker count, a fresh data directory gets the jobs (``zhaopian index --queue``), then that
 many ``zhaopian worker --drain`` processes run until the queue is empty. Reported: wall seconds,
-real-time factor (video seconds / wall seconds), frames per second, and CPU cores busy.
+real-time factor (video seconds / wall seconds), frames per second, and CPU cores busy. Wall time
+includes starting each worker process and loading its models (a few seconds).
 
     python bench/workers.py                  # visual route (bundled encoder), ~4 min
     python bench/workers.py --modules visual,labels,ocr --pieces 4
@@ -19,7 +20,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -108,7 +108,7 @@ def main() -> None:
         r.update(rtf=round(video_s / r["wall_s"], 1), frames_per_s=round(video_s / r["wall_s"], 1))
         results.append(r)
         print(f"{workers} worker(s): {r['wall_s']} s for {video_s:.0f} s of video "
-              f"= {r['rtf']}x real time (others busy: {r['others_cores']} cores)")
+              f"= {r['rtf']}x real time (cores busy outside this script, the workers included: {r['others_cores']})")
     print(f"2 workers / 1 worker throughput: {results[0]['wall_s'] / results[1]['wall_s']:.2f}x")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"machine": machine_info(), "modules": args.modules, "video_s": video_s,
