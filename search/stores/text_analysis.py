@@ -60,10 +60,16 @@ def _segment(text: str, search_mode: bool) -> list[str]:
 
 def words(text: str, query: bool = False) -> list[str]:
     """Lower-cased word tokens: jieba words for CJK, ``\\w+`` runs otherwise (not yet stemmed)."""
+    return list(_words(text, query))
+
+
+@functools.lru_cache(maxsize=65536)
+def _words(text: str, query: bool) -> tuple[str, ...]:
+    """Cached: the same line comes back often (a channel's logo text, a lower third, a title card)."""
     out: list[str] = []
     for piece in _segment(normalize(text), search_mode=not query):
         out.extend(WORD_RE.findall(piece))
-    return out
+    return tuple(out)
 
 
 def query_words(text: str) -> list[str]:
