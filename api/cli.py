@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -27,8 +26,9 @@ from rich.text import Text
 from zhaopian.indexer.ingest import resolve_under
 from zhaopian.indexer.jobs import Job
 from zhaopian.modules.visual.encoders.base import EncoderConfig
-from zhaopian.search.errors import ConfigError, NotFound, ZhaopianError
+from zhaopian.search.errors import ConfigError, NotFound
 
+from .cli_common import LibraryOpt, TenantOpt, _service, err, out, run
 from .service import DEFAULT_LIBRARY, DEFAULT_MODULES, Result, Service
 from .settings import Settings
 
@@ -44,30 +44,6 @@ key_app = typer.Typer(help="Issue API keys for the HTTP API.", no_args_is_help=T
 app.add_typer(key_app, name="key")
 jobs_app = typer.Typer(help="Ingestion jobs: list, show, cancel, retry, watch progress.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-LibraryOpt = Annotated[str, typer.Option("--library", "-l", help="Library to use.")]
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant (default: ZHAOPIAN_TENANT or 'default').")]
-
-
-def _service() -> Service:
-    return Service(Settings())
-
-
-def fail(exc: ZhaopianError) -> None:
-    err.print(f"error[{exc.code}]: {exc.message}", markup=False, highlight=False)
-    raise typer.Exit(1)
-
-
-def run(fn):
-    """Run a command body; product errors become one line on stderr and exit code 1."""
-    try:
-        return fn()
-    except ZhaopianError as exc:
-        fail(exc)
-
 
 def fmt_time(seconds: float) -> str:
     m, s = divmod(seconds, 60)

@@ -10,7 +10,7 @@ import typer
 
 from zhaopian.modules.dna.check import check_file, dna_module
 
-from .cli import LibraryOpt, TenantOpt, _service, out, run
+from .cli_common import LibraryOpt, TenantOpt, _service, out, run
 from .service import DEFAULT_LIBRARY
 
 dna_app = typer.Typer(help="Near-duplicates and partial copies (libraries with the dna module).",

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from zhaopian.modules.faces.people import add_person, list_people, remove_person
 
-from .cli import LibraryOpt, TenantOpt, _service, out, run
+from .cli_common import LibraryOpt, TenantOpt, _service, out, run
 from .service import DEFAULT_LIBRARY
 
 faces_app = typer.Typer(help="People's faces: register people from photos, then search with person:NAME.",
