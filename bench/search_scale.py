@@ -12,7 +12,8 @@ For each size (default 100,000 and 1,000,000):
 * **cold start**: spawn ``zhaopian serve`` and time until the first search answers;
 * **load**: ``--qps`` requests per second for ``--seconds`` seconds (open loop: each request
   starts at its scheduled time whatever the others do, at most ``--max-inflight`` at once),
-  mixed zh and en text queries through every route (visual + ocr, fused); latency counted
+  zh and en text queries of 1-3 words, a new combination each time (``--repeat-queries``: 20 fixed
+  ones, as in an editor's session), through every route (visual + ocr, fused); latency counted
   from the scheduled start, so a stalled server cannot hide queueing (no coordinated omission);
 * **memory**: the server's RSS every second.
 
@@ -62,6 +63,15 @@ EN = ["city", "night", "beach", "sunset", "coffee", "breakfast", "travel", "trai
 QUERIES = ["一只猫", "海边的日落", "城市夜景", "限时优惠", "欢迎光临", "熊猫", "雪山和森林", "足球比赛", "咖啡",
            "a cat on a sofa", "sunset at the beach", "harbour bridge", "fresh espresso", "a red car",
            "snow mountain", "football match", "concert", "a panda", "train station", "museum"]
+
+
+def query_text(rng: random.Random, repeat: bool) -> str:
+    """A search's text: one of the 20 QUERIES (``repeat``: an editor's session, whose repeated texts hit the
+    query-embedding cache) or a new combination of 1-3 words every time (each query is embedded anew)."""
+    if repeat:
+        return rng.choice(QUERIES)
+    words = rng.sample(ZH, rng.randint(1, 3)) if rng.random() < 0.5 else rng.sample(EN, rng.randint(1, 3))
+    return ("" if words[0] in ZH else " ").join(words)
 
 
 def text_line(rng: random.Random) -> str:
@@ -167,7 +177,7 @@ Request = tuple[str, str, dict]  # (kind, url, JSON body)
 
 
 async def load(server: Server, qps: float, seconds: float, max_inflight: int, rss: list,
-               request: Callable[[int], Request] | None = None) -> dict:
+               request: Callable[[int], Request] | None = None, repeat: bool = False) -> dict:
     """``qps`` requests a second for ``seconds`` (by default searches; ``request(i)`` picks others)."""
     total = int(qps * seconds)
     gate = asyncio.Semaphore(max_inflight)
@@ -184,7 +194,7 @@ async def load(server: Server, qps: float, seconds: float, max_inflight: int, rs
             scheduled = start + i / qps
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             kind, url, body = request(i) if request else ("search", server.url,
-                                                          {"text": rng.choice(QUERIES), "top_k": 10})
+                                                          {"text": query_text(rng, repeat), "top_k": 10})
             async with gate:
                 try:
                     r = await client.post(url, json=body, headers=server.headers)
@@ -240,11 +250,12 @@ def run_size(n: int, args) -> dict:
     try:
         cold = server.first_answer()
         rss: list = [(0.0, rss_mib(server.proc.pid))]
-        result = asyncio.run(load(server, args.qps, args.seconds, args.max_inflight, rss))
+        result = asyncio.run(load(server, args.qps, args.seconds, args.max_inflight, rss,
+                                  repeat=args.repeat_queries))
     finally:
         server.stop()
-    result.update(size=n, index=built["index"], build_s=built["build_s"], cold_start_s=round(cold, 2),
-                  rss_mib=rss, rss_mib_max=max((v for _, v in rss if v), default=None))
+    result.update(size=n, repeat_queries=args.repeat_queries, index=built["index"], build_s=built["build_s"],
+                  cold_start_s=round(cold, 2), rss_mib=rss, rss_mib_max=max((v for _, v in rss if v), default=None))
     return result
 
 
@@ -283,6 +294,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-inflight", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="ZHAOPIAN_THREADS of the server")
+    parser.add_argument("--repeat-queries", action="store_true",
+                        help="draw the texts from 20 fixed queries (cached embeddings) instead of new ones")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "zhaopian-bench")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "search_scale.json")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "benchmarks")
