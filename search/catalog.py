@@ -297,6 +297,10 @@ class MediaCatalog:
         thumb REAL NOT NULL
     );
     CREATE INDEX IF NOT EXISTS units_media ON units(media_id, module);
+    -- media whose metadata edit is committed here but not yet re-indexed by their modules
+    CREATE TABLE IF NOT EXISTS edits (
+        media_id INTEGER PRIMARY KEY REFERENCES media(id) ON DELETE CASCADE
+    );
     """
     #: columns added after the first schema: (name, definition); added to older files on open
     MIGRATIONS = [
@@ -372,12 +376,21 @@ class MediaCatalog:
                   "fields": None if fields is None else json.dumps(fields, ensure_ascii=False)}
         sets = {k: v for k, v in values.items() if v is not None}
         if sets:
-            with transaction(self.conn):
+            with transaction(self.conn):  # the edit and the note that its modules must re-index it
                 self.conn.execute(
                     f"UPDATE media SET {', '.join(f'{k}=?' for k in sets)}, updated=? WHERE id=?",
                     (*sets.values(), time.time(), media_id),
                 )
+                self.conn.execute("INSERT OR IGNORE INTO edits(media_id) VALUES (?)", (media_id,))
         return self.get(media_id)
+
+    def edited(self) -> list[int]:
+        """Media whose edit the modules have not re-indexed yet (an edit interrupted by a crash)."""
+        return [r["media_id"] for r in self.conn.execute("SELECT media_id FROM edits ORDER BY media_id")]
+
+    def edits_indexed(self, media_ids: list[int]) -> None:
+        with transaction(self.conn):
+            self.conn.executemany("DELETE FROM edits WHERE media_id=?", [(i,) for i in media_ids])
 
     def matching(self, filters: QueryFilters) -> list[int]:
         """Ids of ready media that pass ``filters`` (kinds, duration, recording date, tags)."""

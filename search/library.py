@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .catalog import LibraryRecord, MediaCatalog
 from .errors import ConfigError
 from .rerank import RerankConfig
+from .stores.files import remove_leftovers
 from .stores.text import TextIndexConfig, TextIndexLocation, create_text_index
 from .stores.vectors import VectorStoreConfig
 
@@ -128,10 +129,15 @@ class Library:
         return True
 
     def recover(self) -> list[int]:
-        """Finish what an interrupted ingest or delete left: those media are removed everywhere."""
+        """Finish what an interrupted ingest or delete left: those media are removed everywhere; what an
+        interrupted metadata edit left: its modules index the edited fields again; and what an interrupted
+        save left: its temporary file is deleted (the store itself is the old version or the new one)."""
+        remove_leftovers(self.directory)
         unfinished = self.media.unfinished()
         if unfinished:
             self._remove_everywhere(unfinished)
+        if edited := self.media.edited():
+            self._index_edits(edited)
         return unfinished
 
     def delete_media(self, media_ids: list[int]) -> None:
@@ -142,11 +148,16 @@ class Library:
     def update_media(self, media_id: int, **fields: Any):
         """Edit a medium's title, description, tags or custom fields; modules that index them re-index."""
         with self.write_lock():
-            record = self.media.update(media_id, **fields)
-            for module in self.modules.values():
-                module.metadata_changed(media_id)
-                module.flush()
+            record = self.media.update(media_id, **fields)  # noted as edited until the modules are done
+            self._index_edits([media_id])
             return record
+
+    def _index_edits(self, media_ids: list[int]) -> None:
+        for module in self.modules.values():
+            for media_id in media_ids:
+                module.metadata_changed(media_id)
+            module.flush()
+        self.media.edits_indexed(media_ids)
 
     def compact(self) -> None:
         """Rebuild stores from what they hold and reclaim the space of removed media: each module's own

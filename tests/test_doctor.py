@@ -45,8 +45,11 @@ def test_damage_is_found_then_repaired(env, service, colour_videos, media_root):
     data = service.settings.data_dir
     (data / "libraries" / "77").mkdir(parents=True)  # a folder of a library that is gone
     leftover = data / "libraries" / f"{lib.record.id}" / ".visual.joint.faiss.x.tmp"
-    leftover.write_bytes(b"torn")
-    os.utime(leftover, (1, 1))  # old: no write in progress
+    leftover.write_bytes(b"torn")  # a save killed before its rename
+    upload = data / "media" / "uploads" / "default" / "mixed" / ".upload-x"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(b"half")  # an upload cut off
+    os.utime(upload, (1, 1))  # old: no write in progress
     colour_videos["img"].unlink()  # a file that went away
 
     found = Doctor(service).run()
@@ -57,6 +60,7 @@ def test_damage_is_found_then_repaired(env, service, colour_videos, media_root):
     assert any(c == "orphans" for c, _ in problems) and any(c == "leftovers" for c, _ in problems)
     assert any(c == "files" and "still.png" in p for c, p in problems)
     assert lib.media.unfinished() == [] and half not in {m.id for m in lib.media.list()}  # recovered on the lock
+    assert not leftover.exists()  # also on the lock
     assert runner.invoke(app, ["doctor"]).exit_code == 1
 
     repaired = Doctor(service, repair=True).run()
@@ -65,7 +69,7 @@ def test_damage_is_found_then_repaired(env, service, colour_videos, media_root):
     service.worker().run(drain=True)  # the damaged medium is indexed again
     lib.refresh()
     assert 999_999 not in visual.stored_units()
-    assert not (data / "libraries" / "77").exists() and not leftover.exists()
+    assert not (data / "libraries" / "77").exists() and not upload.exists()
     assert 424_242 not in lib.text.media_ids()
     again = {(f.check, f.problem) for f in Doctor(service).run()}
     assert {c for c, _ in again} == {"files"}  # only the missing file remains, reported not removed

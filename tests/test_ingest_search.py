@@ -1,10 +1,16 @@
 """Ingestion and search through the service, with an exactly-predictable colour encoder."""
 
+import os
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from media import BLUE, RED, write_video
+from zhaopian.api.doctor import Doctor
 from zhaopian.api.service import Service
 from zhaopian.api.settings import Settings
 from zhaopian.search.errors import AlreadyExists, InvalidQuery, MediaError, NotFound
@@ -160,6 +166,33 @@ def test_interrupted_ingest_is_rolled_back_on_next_open(service, colour_library,
     assert conn.execute("SELECT COUNT(*) FROM media WHERE id=?", (media_id,)).fetchone()[0] == 0
     assert spans(svc.search("red", library=colour_library, top_k=1)) == [("b.mp4", 2.0, 4.0)]
     svc.close()
+
+
+def test_a_delete_killed_inside_its_index_save_leaves_nothing_once_the_library_opens(service, colour_library, env):
+    """A process dies between writing a store's new version and renaming it over the old one: the old version
+    stays, and the next process to open the library removes the half-deleted medium and the temporary file."""
+    b = next(m for m in service.media(library=colour_library) if m.path.endswith("b.mp4"))
+    folder = env / "libraries" / str(service.library(colour_library).record.id)
+    service.close()
+    kill = ("import os\n"
+            "import zhaopian.search.stores.files as files\n"
+            "from zhaopian.api.service import Service\n"
+            "files.os.replace = lambda *_: os._exit(9)  # dies where the rename would be\n"
+            f"Service().delete_medium({b.id}, {colour_library!r})\n")
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    assert subprocess.run([sys.executable, "-c", kill], env=env_vars, check=False).returncode == 9
+    [leftover] = folder.glob(".*.tmp")
+    os.utime(leftover, (time.time() - 3600,) * 2)  # old enough for doctor to call it a leftover
+
+    svc = Service(Settings())
+    try:
+        assert not svc.library(colour_library).media.exists(b.id)
+        assert not list(folder.glob(".*.tmp"))
+        assert Doctor(svc).run() == []
+        assert all(not r.video.endswith("b.mp4") for r in svc.search("red", library=colour_library, top_k=10))
+        assert spans(svc.search("red", library=colour_library, top_k=1)) == [("a.mp4", 0.0, 3.0)]
+    finally:
+        svc.close()
 
 
 def test_changing_the_encoder_of_an_indexed_library_is_refused(service, colour_library, env):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import COLOR_ENCODER
 from media import BLUE, GREEN, RED, write_image, write_video
 from PIL import Image
 
+from zhaopian.api.service import Service
+from zhaopian.api.settings import Settings
 from zhaopian.modules.labels.module import label_text, runs
 from zhaopian.search.errors import InvalidQuery, NotFound
 from zhaopian.search.fusion import fuse
@@ -29,6 +35,29 @@ def meta_library(service, colour_videos) -> str:
 
 def medium(service, library, name):
     return next(m for m in service.media(library=library) if m.path.endswith(name))
+
+
+def test_an_edit_cut_off_before_the_text_index_commit_is_indexed_when_the_library_opens(service, meta_library):
+    """A crash after the catalog took the new title and before the text index committed its units: the edit
+    stays (it was committed) and the next process to open the library indexes it, so a search finds it."""
+    b = medium(service, meta_library, "b.mp4")
+    service.close()
+    edit = ("import os\n"
+            "from zhaopian.api.service import Service\n"
+            "from zhaopian.search.stores.text_tantivy import TantivyTextIndex\n"
+            "TantivyTextIndex.flush = lambda self: os._exit(9)  # dies where the commit would be\n"
+            f"Service().update_medium({b.id}, 'meta', title='港珠澳大桥航拍')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    assert subprocess.run([sys.executable, "-c", edit], env=env, check=False).returncode == 9
+
+    svc = Service(Settings())
+    try:
+        assert svc.medium(b.id, meta_library).title == "港珠澳大桥航拍"
+        found = svc.search("港珠澳大桥", library=meta_library, top_k=1, routes=["meta"])
+        assert found and found[0].media_id == b.id
+        assert svc.library(meta_library).media.edited() == []
+    finally:
+        svc.close()
 
 
 def test_file_name_title_and_custom_fields_are_searchable(service, meta_library):
