@@ -2,13 +2,15 @@
 
 Each process has its own service (catalog, libraries, models) and runs jobs from the shared queue.
 SIGTERM or Ctrl-C stops a worker after its current job; a worker killed outright leaves its job to
-the next one (see ``indexer/jobs.py``). The supervisor restarts a worker process that dies.
+the next one (see ``indexer/jobs.py``). The supervisor restarts a worker process that dies; a worker
+whose supervisor died (``kill -9`` of ``zhaopian serve``) stops after its current job.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 import threading
 from multiprocessing.context import SpawnProcess
@@ -27,11 +29,28 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
+def _stop_with_parent(stop: threading.Event) -> None:
+    """A worker a pool started stops after its job once the pool's process is gone, even killed outright
+    (its pipe to the worker then closes): no worker outlives its supervisor."""
+    parent = multiprocessing.parent_process()
+    if parent is None:  # `zhaopian worker` itself
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        if not stop.is_set():
+            log.warning("the process that started this worker is gone; stopping after the current job")
+            stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def worker_main(drain: bool = False) -> int:
     """One worker process: run jobs until stopped (or, with ``drain``, until the queue is empty)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(message)s")
     stop = threading.Event()
     _stop_on_signals(stop)
+    _stop_with_parent(stop)
     service = Service(Settings())
     try:
         return service.worker().run(stop, drain=drain)

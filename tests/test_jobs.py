@@ -185,6 +185,38 @@ def test_watch_folder_queues_files_once_they_stop_changing(service, media_root):
     assert watcher.scan() == []
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's new parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_workers_of_a_server_killed_outright_stop(env):
+    """``kill -9`` of the process that runs a WorkerPool (``zhaopian serve``): its workers do not live on."""
+    script = ("import time\n"
+              "from zhaopian.api.workers import WorkerPool\n"
+              "pool = WorkerPool(1).start()\n"
+              "print(pool._procs[0].pid, flush=True)\n"
+              "time.sleep(600)\n")
+    server = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        worker = int(server.stdout.readline())
+        wait_for(lambda: (env / "jobs.sqlite").exists())  # the worker has opened its service
+        time.sleep(0.5)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        wait_for(lambda: not _running(worker), timeout=30)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.stdout.close()
+
+
 # -- SIGKILL mid-ingest ----------------------------------------------------------------------------
 def _worker_process(env_vars: dict[str, str]) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("zhaopian")
