@@ -2,14 +2,12 @@
 
 import os
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
+from crash import die_at
 from media import BLUE, RED, write_video
+
 from zhaopian.api.doctor import Doctor
 from zhaopian.api.service import Service
 from zhaopian.api.settings import Settings
@@ -174,13 +172,9 @@ def test_a_delete_killed_inside_its_index_save_leaves_nothing_once_the_library_o
     b = next(m for m in service.media(library=colour_library) if m.path.endswith("b.mp4"))
     folder = env / "libraries" / str(service.library(colour_library).record.id)
     service.close()
-    kill = ("import os\n"
-            "import zhaopian.search.stores.files as files\n"
-            "from zhaopian.api.service import Service\n"
-            "files.os.replace = lambda *_: os._exit(9)  # dies where the rename would be\n"
-            f"Service().delete_medium({b.id}, {colour_library!r})\n")
-    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    assert subprocess.run([sys.executable, "-c", kill], env=env_vars, check=False).returncode == 9
+    die_at("import zhaopian.search.stores.files as files\nfrom zhaopian.api.service import Service",
+           "files.os.replace = lambda *_: os._exit(9)  # dies where the rename would be",
+           f"Service().delete_medium({b.id}, {colour_library!r})")
     [leftover] = folder.glob(".*.tmp")
     os.utime(leftover, (time.time() - 3600,) * 2)  # old enough for doctor to call it a leftover
 
